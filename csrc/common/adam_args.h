@@ -1,0 +1,64 @@
+// Argument handling for adam_ shared by the CPU and CUDA bindings.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "../rules/adam.h"
+#include "tensor_lists.h"
+
+namespace fused_optim {
+
+enum AdamList : size_t { kParams, kGrads, kExpAvgs, kExpAvgSqs, kMaxExpAvgSqs };
+
+struct AdamArgs {
+  TensorLists lists;
+  rules::AdamHyper hyper;
+  std::optional<double> lr;               // set when lr lives on the CPU
+  std::optional<double> inv_grad_scale;   // set when grad_scale lives on the CPU
+  std::optional<bool> found_inf;          // set when found_inf lives on the CPU
+};
+
+inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                             at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
+                             at::TensorList state_steps, const at::Tensor& lr, double beta1, double beta2,
+                             double weight_decay, double eps, bool amsgrad, bool maximize,
+                             bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
+                             const std::optional<at::Tensor>& found_inf) {
+  constexpr const char* op = "fused_optim.adam_";
+  check_hyperparameter(op, "beta1", beta1, 0.0, 1.0 - 1e-300);
+  check_hyperparameter(op, "beta2", beta2, 0.0, 1.0 - 1e-300);
+  check_hyperparameter(op, "eps", eps, 0.0, INFINITY);
+  check_hyperparameter(op, "weight_decay", weight_decay, 0.0, INFINITY);
+  TORCH_CHECK(amsgrad || max_exp_avg_sqs.empty(), op, ": max_exp_avg_sqs given but amsgrad is false");
+
+  AdamArgs a{TensorLists(op,
+                         {{"params", params, true},
+                          {"grads", grads, false},
+                          {"exp_avgs", exp_avgs, true},
+                          {"exp_avg_sqs", exp_avg_sqs, true},
+                          {"max_exp_avg_sqs", max_exp_avg_sqs, true, /*may_be_empty=*/!amsgrad}}),
+             {beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
+             std::nullopt,
+             1.0,
+             false};
+  const at::Device device = a.lists.size() ? a.lists.device() : at::Device(at::kCPU);
+  check_steps(op, state_steps, a.lists.size(), device);
+  check_scalar_tensor(op, "lr", lr, device);
+  a.lr = host_value(lr);
+  if (a.lr) check_hyperparameter(op, "lr", *a.lr, 0.0, INFINITY);
+  if (grad_scale) {
+    check_scalar_tensor(op, "grad_scale", *grad_scale, device);
+    const auto scale = host_value(*grad_scale);
+    a.inv_grad_scale = scale ? std::optional<double>(1.0 / *scale) : std::nullopt;
+  }
+  if (found_inf) {
+    check_scalar_tensor(op, "found_inf", *found_inf, device);
+    const auto inf = host_value(*found_inf);
+    a.found_inf = inf ? std::optional<bool>(*inf != 0.0) : std::nullopt;
+  }
+  return a;
+}
+
+}  // namespace fused_optim

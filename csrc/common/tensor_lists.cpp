@@ -1,0 +1,117 @@
+#include "tensor_lists.h"
+
+#include <ATen/ops/empty_strided.h>
+#include <c10/util/Exception.h>
+
+#include <cmath>
+
+namespace fused_optim {
+namespace {
+
+bool is_float(at::ScalarType t) {
+  return t == at::kFloat || t == at::kDouble || t == at::kHalf || t == at::kBFloat16;
+}
+
+// The flat order a parameter's family uses: the parameter's own when it is dense, else row-major.
+std::vector<int64_t> canonical_strides(const at::Tensor& param) {
+  if (param.is_non_overlapping_and_dense()) return param.strides().vec();
+  std::vector<int64_t> strides(param.dim());
+  int64_t s = 1;
+  for (int64_t d = param.dim() - 1; d >= 0; --d) {
+    strides[d] = s;
+    s *= std::max<int64_t>(param.size(d), 1);
+  }
+  return strides;
+}
+
+// Dense with exactly these strides (the stride of a size-1 dimension is irrelevant).
+bool has_layout(const at::Tensor& t, const std::vector<int64_t>& strides) {
+  if (!t.is_non_overlapping_and_dense()) return false;
+  for (int64_t d = 0; d < t.dim(); ++d) {
+    if (t.size(d) != 1 && t.stride(d) != strides[d]) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+TensorLists::TensorLists(const char* op, std::vector<ListArg> lists) {
+  TORCH_CHECK(!lists.empty(), op, ": no tensor lists");
+  const at::TensorList params = lists[0].tensors;
+  count_ = params.size();
+  for (const auto& l : lists) {
+    TORCH_CHECK(l.tensors.size() == count_ || (l.may_be_empty && l.tensors.empty()), op, ": ", l.name, " has ",
+                l.tensors.size(), " tensors but params has ", count_);
+  }
+  if (count_ == 0) return;
+  device_ = params[0].device();
+  dtype_ = params[0].scalar_type();
+  TORCH_CHECK(is_float(dtype_), op, ": params[0] has dtype ", dtype_,
+              "; supported dtypes are float32, float64, float16 and bfloat16");
+
+  std::vector<std::vector<int64_t>> strides(count_);
+  for (size_t i = 0; i < count_; ++i) strides[i] = canonical_strides(params[i]);
+
+  for (auto& l : lists) {
+    List list{l, {}};
+    list.flat.reserve(l.tensors.size());
+    for (size_t i = 0; i < l.tensors.size(); ++i) {
+      const at::Tensor& t = l.tensors[i];
+      TORCH_CHECK(t.defined(), op, ": ", l.name, "[", i, "] is undefined");
+      TORCH_CHECK(t.layout() == at::kStrided, op, ": ", l.name, "[", i, "] is a sparse tensor (layout ", t.layout(),
+                  "); fused_optim needs dense tensors (use torch.optim.SparseAdam for sparse gradients)");
+      TORCH_CHECK(!t.is_complex(), op, ": ", l.name, "[", i, "] is complex; fused_optim supports real tensors only");
+      TORCH_CHECK(t.device() == device_, op, ": ", l.name, "[", i, "] is on ", t.device(), " but params[0] is on ",
+                  device_, "; all tensors of one call must be on one device");
+      TORCH_CHECK(t.scalar_type() == dtype_, op, ": ", l.name, "[", i, "] has dtype ", t.scalar_type(),
+                  " but params[0] has dtype ", dtype_, "; one call takes one dtype");
+      TORCH_CHECK(t.sizes() == params[i].sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(),
+                  " but params[", i, "] has shape ", params[i].sizes());
+      if (has_layout(t, strides[i])) {
+        list.flat.push_back(t);
+        continue;
+      }
+      at::Tensor copy = at::empty_strided(t.sizes(), strides[i], t.options());
+      copy.copy_(t);
+      if (l.mutated) staged_.push_back({t, copy});
+      list.flat.push_back(std::move(copy));
+    }
+    lists_.push_back(std::move(list));
+  }
+}
+
+void TensorLists::finish() {
+  for (auto& s : staged_) s.original.copy_(s.copy);
+  staged_.clear();
+}
+
+void check_scalar_tensor(const char* op, const char* name, const at::Tensor& t, const at::Device& device) {
+  TORCH_CHECK(t.defined(), op, ": ", name, " is undefined");
+  TORCH_CHECK(t.numel() == 1, op, ": ", name, " must have one element, got shape ", t.sizes());
+  TORCH_CHECK(is_float(t.scalar_type()), op, ": ", name, " must be a floating-point tensor, got ", t.scalar_type());
+  TORCH_CHECK(t.device().is_cpu() || t.device() == device, op, ": ", name, " is on ", t.device(),
+              " but the params are on ", device);
+}
+
+std::optional<double> host_value(const at::Tensor& t) {
+  if (!t.device().is_cpu()) return std::nullopt;
+  return t.item<double>();
+}
+
+void check_steps(const char* op, at::TensorList steps, size_t count, const at::Device& device) {
+  TORCH_CHECK(steps.size() == count, op, ": state_steps has ", steps.size(), " tensors but params has ", count);
+  for (size_t i = 0; i < steps.size(); ++i) {
+    const at::Tensor& s = steps[i];
+    TORCH_CHECK(s.defined() && s.numel() == 1 && s.scalar_type() == at::kFloat, op, ": state_steps[", i,
+                "] must be a one-element float32 tensor");
+    TORCH_CHECK(s.device() == device, op, ": state_steps[", i, "] is on ", s.device(), " but params[", i,
+                "] is on ", device);
+  }
+}
+
+void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi) {
+  TORCH_CHECK(std::isfinite(value) && value >= lo && value <= hi, op, ": invalid ", name, " ", value,
+              " (must be finite and in [", lo, ", ", hi, "])");
+}
+
+}  // namespace fused_optim

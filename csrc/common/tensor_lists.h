@@ -1,0 +1,67 @@
+// Input checking and layout handling shared by the CPU and CUDA bindings. The kernels treat every tensor as a
+// flat array of numel() elements, which is only right if a parameter and its gradient and state put the same
+// element at the same flat index. TensorLists verifies devices, dtypes and shapes (naming the list and index in
+// every error), passes tensors that already agree with their parameter's layout straight through, and stages the
+// rest (a gradient with other strides, a sliced parameter) through temporaries laid out like the parameter,
+// copying mutated ones back in finish(). The common case costs no copies.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace fused_optim {
+
+struct ListArg {
+  const char* name;
+  at::TensorList tensors;
+  bool mutated;
+  bool may_be_empty = false;  // e.g. max_exp_avg_sqs without amsgrad
+};
+
+class TensorLists {
+ public:
+  // lists[0] must be the parameters; every other list must match them in length (or be empty where allowed),
+  // device, shape and, for now, dtype.
+  TensorLists(const char* op, std::vector<ListArg> lists);
+
+  size_t size() const { return count_; }
+  const at::Tensor& params0() const { return lists_[0].args.tensors[0]; }
+  at::ScalarType dtype() const { return dtype_; }
+  const at::Device& device() const { return device_; }
+  bool has(size_t list) const { return !lists_[list].flat.empty(); }
+  void* ptr(size_t list, size_t i) const { return lists_[list].flat[i].data_ptr(); }
+  int64_t numel(size_t i) const { return lists_[0].flat[i].numel(); }
+
+  // Copies results back into the mutated tensors that had to be staged. Call after the kernels ran.
+  void finish();
+
+ private:
+  struct List {
+    ListArg args;
+    std::vector<at::Tensor> flat;  // the tensors themselves, or their staging copies
+  };
+  struct Staged {
+    at::Tensor original;
+    at::Tensor copy;
+  };
+  std::vector<List> lists_;
+  std::vector<Staged> staged_;
+  size_t count_ = 0;
+  at::ScalarType dtype_ = at::kFloat;
+  at::Device device_{at::kCPU};
+};
+
+// A one-element tensor argument (lr, grad_scale, found_inf): checks it and, when it lives on the CPU, returns its
+// value so the caller need not touch device memory.
+void check_scalar_tensor(const char* op, const char* name, const at::Tensor& t, const at::Device& device);
+std::optional<double> host_value(const at::Tensor& t);
+
+// Step counters: one float32 element per parameter, on `device`.
+void check_steps(const char* op, at::TensorList steps, size_t count, const at::Device& device);
+
+void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi);
+
+}  // namespace fused_optim

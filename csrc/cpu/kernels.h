@@ -1,0 +1,58 @@
+// The interface between the CPU bindings (which see at::Tensor) and the per-ISA kernels (which see only
+// pointers and scalars). Each kernel is compiled once per instruction set (kernels_<isa>.cpp); isa.cpp picks one
+// at run time.
+#pragma once
+
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "../rules/adam.h"
+
+namespace fused_optim::cpu {
+
+struct AdamTensor {
+  void* param;
+  const void* grad;
+  void* exp_avg;
+  void* exp_avg_sq;
+  void* max_exp_avg_sq;  // null unless amsgrad
+  int64_t numel;
+  rules::AdamCoeffs<double> coeffs;  // narrowed to the compute type inside the kernel
+};
+
+struct AdamLaunch {
+  c10::ScalarType dtype;  // of every array
+  bool amsgrad;
+  std::vector<AdamTensor> tensors;
+};
+
+using AdamKernel = void (*)(const AdamLaunch&);
+
+// One entry per instruction set the build compiled.
+struct KernelTable {
+  const char* isa;
+  AdamKernel adam;
+};
+
+#define FUSED_OPTIM_DECLARE_ISA(NS) \
+  namespace NS {                    \
+  extern const KernelTable kernels; \
+  }
+FUSED_OPTIM_DECLARE_ISA(DEFAULT)
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FUSED_OPTIM_X86_ISAS 1
+FUSED_OPTIM_DECLARE_ISA(AVX2)
+FUSED_OPTIM_DECLARE_ISA(AVX512)
+#endif
+#undef FUSED_OPTIM_DECLARE_ISA
+
+// The kernel table in use: the widest the CPU supports, or the one named by FUSED_OPTIM_CPU_ISA / set_isa().
+const KernelTable& active_kernels();
+// Names of the instruction sets this CPU can run, narrowest first.
+std::vector<std::string> supported_isas();
+// Switches the active table (tests use it to cover every ISA); throws for an unknown or unsupported name.
+void set_isa(const std::string& name);
+
+}  // namespace fused_optim::cpu

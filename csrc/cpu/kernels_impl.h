@@ -1,0 +1,77 @@
+// The CPU kernels, compiled once per instruction set: kernels_<isa>.cpp sets CPU_CAPABILITY (and the compiler's
+// target) and includes this file. Each kernel narrows the per-tensor coefficients to the compute type, then lets
+// the engine walk all tensors in one parallel region, applying the shared rule from csrc/rules/.
+#pragma once
+
+#include <ATen/Dispatch.h>
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+
+#include <array>
+
+#include "engine.h"
+#include "kernels.h"
+#include "simd.h"
+
+namespace fused_optim::cpu {
+namespace CPU_CAPABILITY {
+
+template <typename S>
+rules::AdamCoeffs<S> narrow(const rules::AdamCoeffs<double>& c) {
+  return {static_cast<S>(c.grad_mult),
+          static_cast<S>(c.beta1_comp),
+          static_cast<S>(c.beta2),
+          static_cast<S>(c.beta2_comp),
+          static_cast<S>(c.eps),
+          static_cast<S>(c.weight_decay),
+          static_cast<S>(c.decay_factor),
+          static_cast<S>(c.step_size),
+          static_cast<S>(c.inv_bc2_sqrt),
+          c.l2,
+          c.decoupled,
+          c.amsgrad};
+}
+
+template <typename T, bool kAmsgrad>
+void adam_typed(const AdamLaunch& launch) {
+  using acc_t = at::opmath_type<T>;
+  const auto& tensors = launch.tensors;
+  std::vector<int64_t> offsets(tensors.size() + 1, 0);
+  for (size_t t = 0; t < tensors.size(); ++t) offsets[t + 1] = offsets[t] + tensors[t].numel;
+
+  parallel_for_spans(offsets, [&](int64_t t, int64_t begin, int64_t end) {
+    const AdamTensor& a = tensors[t];
+    const rules::AdamCoeffs<acc_t> c = narrow<acc_t>(a.coeffs);
+    auto p = static_cast<T*>(a.param);
+    auto g = const_cast<T*>(static_cast<const T*>(a.grad));  // never stored: bit 1 of kReadOnly
+    auto m = static_cast<T*>(a.exp_avg);
+    auto v = static_cast<T*>(a.exp_avg_sq);
+    if constexpr (kAmsgrad) {
+      std::array<T*, 5> ptrs{p, g, m, v, static_cast<T*>(a.max_exp_avg_sq)};
+      for_each_block<T, 5, 0b10>(ptrs, begin, end, [&](auto& x) { rules::adam_update(x[0], x[1], x[2], x[3], x[4], c); });
+    } else {
+      std::array<T*, 4> ptrs{p, g, m, v};
+      for_each_block<T, 4, 0b10>(ptrs, begin, end, [&](auto& x) {
+        auto no_max = x[3];  // never read: amsgrad is off
+        rules::adam_update(x[0], x[1], x[2], x[3], no_max, c);
+      });
+    }
+  });
+}
+
+inline void adam(const AdamLaunch& launch) {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, launch.dtype, "fused_optim::adam_", [&] {
+    if (launch.amsgrad) {
+      adam_typed<scalar_t, true>(launch);
+    } else {
+      adam_typed<scalar_t, false>(launch);
+    }
+  });
+}
+
+#define FUSED_OPTIM_STR2(x) #x
+#define FUSED_OPTIM_STR(x) FUSED_OPTIM_STR2(x)
+const KernelTable kernels{FUSED_OPTIM_STR(CPU_CAPABILITY), &adam};
+
+}  // namespace CPU_CAPABILITY
+}  // namespace fused_optim::cpu

@@ -1,0 +1,34 @@
+"""fused_optim: fused, mixed-precision-safe optimizers for PyTorch, on CPU and CUDA.
+
+    import fused_optim
+    opt = fused_optim.AdamW(model.parameters(), lr=3e-4)
+
+The optimizers are drop-in torch.optim.Optimizer subclasses (same arguments, defaults, state keys and
+state_dict). Their kernels are the operators in ``torch.ops.fused_optim``, registered by the compiled core.
+"""
+
+from __future__ import annotations
+
+from . import _loader
+
+_C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, CUDA kernels)
+
+from . import _meta  # noqa: E402  (fake kernels need the operators registered first)
+from .optim import Adam, AdamW, FusedOptimizer  # noqa: E402
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict[str, object]:
+    """How the loaded core was built: CUDA kernels or not, CUDA and torch versions, CPU instruction sets."""
+    return {
+        "cuda_compiled": bool(_C.cuda_compiled),
+        "cuda_version": _C.cuda_version,
+        "torch_version": _C.torch_version,
+        "cpu_isa": _C.cpu_isa(),
+        "cpu_supported_isas": list(_C.cpu_supported_isas()),
+        "module": _C.__file__,
+    }
+
+
+__all__ = ["Adam", "AdamW", "FusedOptimizer", "build_info", "__version__"]

@@ -1,0 +1,6 @@
+"""fused_optim's optimizers: torch.optim.Optimizer subclasses on the fused kernels."""
+
+from ._base import FusedOptimizer
+from .adam import Adam, AdamW
+
+__all__ = ["Adam", "AdamW", "FusedOptimizer"]

@@ -1,0 +1,149 @@
+"""The one base class of fused_optim's optimizers: grouping, lazy state, and calling the fused op.
+
+No optimizer math lives here. A subclass says which per-parameter state it keeps (``_init_state``) and how to
+call its operator on one bucket of tensors (``_launch``). The base class turns each param group into buckets of
+tensors that share a device and dtype, caches them across steps (rebuilt only when the set of parameters with
+gradients changes or a state_dict is loaded), and makes one operator call per bucket: no per-parameter Python on
+the steady-state path beyond collecting the gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+
+@dataclass
+class Bucket:
+    """Tensors of one param group that one operator call updates: one device, one dtype."""
+
+    device: torch.device
+    dtype: torch.dtype
+    indices: list[int]  # positions in group["params"]
+    params: list[Tensor]
+    state: dict[str, list[Tensor]] = field(default_factory=dict)  # state key -> one tensor per param
+    is_complex: bool = False  # complex params are updated through their real views, as torch.optim does
+
+    def grads(self, all_grads: list[Tensor | None]) -> list[Tensor]:
+        grads = [all_grads[i] for i in self.indices]
+        return [torch.view_as_real(g) for g in grads] if self.is_complex else grads  # type: ignore[misc]
+
+
+@dataclass
+class _GroupPlan:
+    key: tuple[bool, ...]
+    buckets: list[Bucket]
+
+
+class FusedOptimizer(Optimizer):
+    """Base class: subclasses define ``_state_keys``, ``_init_state`` and ``_launch``."""
+
+    #: torch.amp.GradScaler sets ``grad_scale`` / ``found_inf`` on the optimizer and the kernels consume them.
+    _step_supports_amp_scaling = True
+
+    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+        if defaults.get("differentiable"):
+            raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fused_optim")
+        super().__init__(params, defaults)
+        self._plans: dict[int, _GroupPlan] = {}
+        self.register_load_state_dict_post_hook(lambda opt: opt._plans.clear())
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        super().add_param_group(param_group)
+        if hasattr(self, "_plans"):
+            self._plans.clear()
+
+    # Subclass interface -------------------------------------------------------------------------------------
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The per-parameter state tensors the operator takes, in order (``step`` is handled here)."""
+        raise NotImplementedError
+
+    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        """Create the state of a parameter on its first step (torch.optim's keys and dtypes)."""
+        raise NotImplementedError
+
+    def _launch(
+        self,
+        group: dict[str, Any],
+        bucket: Bucket,
+        grads: list[Tensor],
+        lr: Tensor,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        """Call the fused operator on one bucket."""
+        raise NotImplementedError
+
+    # Step ---------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        grad_scale: Tensor | None = getattr(self, "grad_scale", None)
+        found_inf: Tensor | None = getattr(self, "found_inf", None)
+        for group in self.param_groups:
+            all_grads = [p.grad for p in group["params"]]
+            for bucket in self._plan(group, all_grads).buckets:
+                device = bucket.device
+                self._launch(
+                    group,
+                    bucket,
+                    bucket.grads(all_grads),
+                    _lr_tensor(group["lr"], device),
+                    _on(grad_scale, device),
+                    _on(found_inf, device),
+                )
+        return loss
+
+    def _plan(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> _GroupPlan:
+        key = tuple(g is not None for g in all_grads)
+        plan = self._plans.get(id(group))
+        if plan is None or plan.key != key:
+            plan = _GroupPlan(key, self._build_buckets(group, all_grads))
+            self._plans[id(group)] = plan
+        return plan
+
+    def _build_buckets(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> list[Bucket]:
+        buckets: dict[tuple[torch.device, torch.dtype], Bucket] = {}
+        for i, (p, g) in enumerate(zip(group["params"], all_grads)):
+            if g is None:
+                continue
+            state = self.state[p]
+            if len(state) == 0:
+                self._init_state(p, group, state)
+            # Steps loaded from a torch.optim state_dict may be CPU tensors: the kernels want them beside p.
+            step = state["step"]
+            if step.device != p.device or step.dtype != torch.float32:
+                state["step"] = step.to(device=p.device, dtype=torch.float32)
+            b = buckets.get((p.device, p.dtype))
+            if b is None:
+                b = buckets[(p.device, p.dtype)] = Bucket(p.device, p.dtype, [], [], is_complex=p.is_complex())
+                b.state = {k: [] for k in (*self._state_keys(group), "step")}
+            b.indices.append(i)
+            b.params.append(torch.view_as_real(p) if b.is_complex else p)
+            for k in b.state:
+                t = state[k]
+                b.state[k].append(torch.view_as_real(t) if b.is_complex and k != "step" else t)
+        return list(buckets.values())
+
+
+def _lr_tensor(lr: float | Tensor, device: torch.device) -> Tensor:
+    """lr as the one-element tensor the operators take: a float goes to the CPU, a tensor stays where it is
+    unless it is on another accelerator."""
+    if isinstance(lr, Tensor):
+        return lr if lr.device.type == "cpu" or lr.device == device else lr.to(device)
+    return torch.tensor(float(lr), dtype=torch.float64)
+
+
+def _on(t: Tensor | None, device: torch.device) -> Tensor | None:
+    return t if t is None or t.device == device else t.to(device)

@@ -1,0 +1,160 @@
+"""Adam and AdamW on the fused multi-tensor kernels (update rule: csrc/rules/adam.h)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._base import Bucket, FusedOptimizer
+
+
+def _check_hyperparameters(lr: float | Tensor, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
+    # torch.optim's checks and messages, so code that catches them keeps working.
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not lr.is_floating_point():
+            raise ValueError(f"Tensor lr must be floating point, got {lr.dtype}")
+    if not 0.0 <= lr:
+        raise ValueError(f"Invalid learning rate: {lr}")
+    if not 0.0 <= eps:
+        raise ValueError(f"Invalid epsilon value: {eps}")
+    if not 0.0 <= betas[0] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
+    if not 0.0 <= betas[1] < 1.0:
+        raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
+    if not 0.0 <= weight_decay:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+
+
+class Adam(FusedOptimizer):
+    """Adam (Kingma & Ba, 2014) with torch.optim.Adam's arguments, defaults, state keys and state_dict.
+
+    Every step is one fused kernel call per (device, dtype) of each param group, on CPU or CUDA. With
+    ``decoupled_weight_decay=True`` it is AdamW. ``foreach``, ``fused`` and ``capturable`` are accepted for
+    compatibility and have no effect: the step is always fused, and on CUDA it never synchronizes with the host
+    (lr may be a tensor on the device). Parameters of fp32, fp64, fp16 and bf16 are updated in their own dtype
+    with fp32 (fp64 for fp64) arithmetic.
+
+    Args:
+        params: parameters or param groups (dicts), as for any torch optimizer.
+        lr: learning rate, a float or a one-element tensor.
+        betas: coefficients of the running averages of the gradient and its square.
+        eps: added to the denominator for numerical stability.
+        weight_decay: L2 penalty (decoupled from the gradient with ``decoupled_weight_decay``).
+        amsgrad: use the maximum of past second moments (AMSGrad).
+        maximize: maximize the objective instead of minimizing it.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+    ) -> None:
+        _check_hyperparameters(lr, betas, eps, weight_decay)
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            foreach=foreach,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults)
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        keys = ("exp_avg", "exp_avg_sq")
+        return (*keys, "max_exp_avg_sq") if group["amsgrad"] else keys
+
+    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+        for key in self._state_keys(group):
+            state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def _launch(
+        self,
+        group: dict[str, Any],
+        bucket: Bucket,
+        grads: list[Tensor],
+        lr: Tensor,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        amsgrad = group["amsgrad"]
+        if amsgrad and "max_exp_avg_sq" not in bucket.state:
+            raise RuntimeError("amsgrad was switched on after state was created; recreate the optimizer")
+        torch.ops.fused_optim.adam_(
+            bucket.params,
+            grads,
+            bucket.state["exp_avg"],
+            bucket.state["exp_avg_sq"],
+            bucket.state["max_exp_avg_sq"] if amsgrad else [],
+            bucket.state["step"],
+            lr=lr,
+            beta1=float(beta1),
+            beta2=float(beta2),
+            weight_decay=float(group["weight_decay"]),
+            eps=float(group["eps"]),
+            amsgrad=amsgrad,
+            maximize=group["maximize"],
+            decoupled_weight_decay=group["decoupled_weight_decay"],
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
+
+
+class AdamW(Adam):
+    """AdamW (Loshchilov & Hutter, 2017): Adam with decoupled weight decay, as torch.optim.AdamW.
+
+    Same arguments and defaults as torch.optim.AdamW (``weight_decay=1e-2``); see :class:`Adam`.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float | Tensor, float | Tensor] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=True,
+        )
