@@ -25,6 +25,28 @@ TORCH_LIBRARY(fused_optim, m) {
 
 namespace {
 
+// Sparse tensors dispatch to the Sparse* keys before any kernel sees them; answer there with a clear error
+// instead of the dispatcher's "could not run" message.
+void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
+  const auto& schema = op.schema();
+  const auto args = torch::jit::last(*stack, schema.arguments().size());
+  for (size_t a = 0; a < args.size(); ++a) {
+    const auto check = [&](const at::Tensor& t, const std::string& where) {
+      TORCH_CHECK(!t.defined() || t.layout() == at::kStrided, schema.name(), ": ", where,
+                  " is a sparse tensor; fused_optim needs dense tensors (for sparse gradients use "
+                  "torch.optim.SparseAdam)");
+    };
+    if (args[a].isTensor()) check(args[a].toTensor(), schema.arguments()[a].name());
+    if (args[a].isTensorList()) {
+      const auto list = args[a].toTensorList();
+      for (size_t i = 0; i < list.size(); ++i) {
+        check(list.get(i), schema.arguments()[a].name() + "[" + std::to_string(i) + "]");
+      }
+    }
+  }
+  TORCH_CHECK(false, schema.name(), ": sparse tensors are not supported");
+}
+
 // Replays the CUDA engine's launch plan on the host, for tests: returns, for every block of every launch,
 // (launch, tensor index, begin, end, threads_ok), where threads_ok says that simulating the block's threads over
 // its range visited each element exactly once (checked when check_threads is set).
@@ -62,6 +84,13 @@ std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> replay(const s
 }
 
 }  // namespace
+
+TORCH_LIBRARY_IMPL(fused_optim, SparseCPU, m) {
+  m.impl("adam_", torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+}
+TORCH_LIBRARY_IMPL(fused_optim, SparseCUDA, m) {
+  m.impl("adam_", torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+}
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.doc() = "fused_optim compiled core: operators are in torch.ops.fused_optim; this module reports build facts.";

@@ -18,8 +18,9 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   // On the CPU every scalar argument is a host value; an inf/nan in the scaled grads skips the whole step.
   if (a.lists.size() == 0 || a.found_inf.value_or(false)) return;
 
-  AdamLaunch launch{a.lists.dtype(), amsgrad, {}};
+  AdamLaunch launch;
   launch.tensors.reserve(a.lists.size());
+  launch.offsets.assign(1, 0);
   for (size_t i = 0; i < a.lists.size(); ++i) {
     float* step = state_steps[i].data_ptr<float>();
     *step += 1.0f;
@@ -27,8 +28,9 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                               a.lists.ptr(kExpAvgSqs, i), amsgrad ? a.lists.ptr(kMaxExpAvgSqs, i) : nullptr,
                               a.lists.numel(i),
                               rules::adam_coeffs<double>(a.hyper, *a.lr, *step, *a.inv_grad_scale)});
+    launch.offsets.push_back(launch.offsets.back() + a.lists.numel(i));
   }
-  active_kernels().adam(launch);
+  active_kernels().adam[dtype_index(a.lists.dtype())][amsgrad](launch);
   a.lists.finish();
 }
 

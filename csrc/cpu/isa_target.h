@@ -3,6 +3,12 @@
 // file with the same flags (setup.py and the JIT loader alike), so the target is set here: the pragma lets the
 // compiler emit the instructions, and the feature macros (which the pragma does not define) make at::vec and its
 // headers select their AVX2/AVX-512 code. Include this first, before any other header.
+//
+// The hazard of compiling one file for a wider ISA: an inline function it shares with other files (a std::
+// template, a c10 helper) is emitted in both, and the linker may keep the wide copy for everyone, which then
+// crashes on an older CPU. So the per-ISA files hold only code that lives in their own namespace (the kernels,
+// at::vec::<ISA>): no dtype dispatch, no error paths, no containers they build; check with
+// `nm -C --defined-only kernels_avx512.o | grep ' W '`.
 #pragma once
 
 #if defined(FUSED_OPTIM_TARGET_AVX512)

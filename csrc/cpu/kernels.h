@@ -4,8 +4,10 @@
 #pragma once
 
 #include <c10/core/ScalarType.h>
+#include <c10/util/Exception.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "../rules/adam.h"
@@ -23,17 +25,30 @@ struct AdamTensor {
 };
 
 struct AdamLaunch {
-  c10::ScalarType dtype;  // of every array
-  bool amsgrad;
   std::vector<AdamTensor> tensors;
+  std::vector<int64_t> offsets;  // offsets[t]: first element of tensor t when all are laid end to end
 };
+
+// Kernels are typed by the storage dtype. The ISA files contain no dtype dispatch (or any other code that
+// could throw): everything that is not ISA-specific stays in the baseline-compiled bindings, so no shared
+// inline function gets linked in an AVX-512 flavour.
+enum DtypeIndex : int { kF32, kF64, kF16, kBF16, kNumDtypes };
+inline DtypeIndex dtype_index(c10::ScalarType t) {
+  switch (t) {
+    case c10::kFloat: return kF32;
+    case c10::kDouble: return kF64;
+    case c10::kHalf: return kF16;
+    case c10::kBFloat16: return kBF16;
+    default: TORCH_CHECK(false, "fused_optim: unsupported dtype ", t);
+  }
+}
 
 using AdamKernel = void (*)(const AdamLaunch&);
 
 // One entry per instruction set the build compiled.
 struct KernelTable {
   const char* isa;
-  AdamKernel adam;
+  AdamKernel adam[kNumDtypes][2];  // [dtype][amsgrad]
 };
 
 #define FUSED_OPTIM_DECLARE_ISA(NS) \

@@ -3,7 +3,6 @@
 // the engine walk all tensors in one parallel region, applying the shared rule from csrc/rules/.
 #pragma once
 
-#include <ATen/Dispatch.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
 
@@ -36,10 +35,7 @@ template <typename T, bool kAmsgrad>
 void adam_typed(const AdamLaunch& launch) {
   using acc_t = at::opmath_type<T>;
   const auto& tensors = launch.tensors;
-  std::vector<int64_t> offsets(tensors.size() + 1, 0);
-  for (size_t t = 0; t < tensors.size(); ++t) offsets[t + 1] = offsets[t] + tensors[t].numel;
-
-  parallel_for_spans(offsets, [&](int64_t t, int64_t begin, int64_t end) {
+  parallel_for_spans(launch.offsets, [&](int64_t t, int64_t begin, int64_t end) {
     const AdamTensor& a = tensors[t];
     const rules::AdamCoeffs<acc_t> c = narrow<acc_t>(a.coeffs);
     auto p = static_cast<T*>(a.param);
@@ -59,19 +55,13 @@ void adam_typed(const AdamLaunch& launch) {
   });
 }
 
-inline void adam(const AdamLaunch& launch) {
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, launch.dtype, "fused_optim::adam_", [&] {
-    if (launch.amsgrad) {
-      adam_typed<scalar_t, true>(launch);
-    } else {
-      adam_typed<scalar_t, false>(launch);
-    }
-  });
-}
-
 #define FUSED_OPTIM_STR2(x) #x
 #define FUSED_OPTIM_STR(x) FUSED_OPTIM_STR2(x)
-const KernelTable kernels{FUSED_OPTIM_STR(CPU_CAPABILITY), &adam};
+const KernelTable kernels{FUSED_OPTIM_STR(CPU_CAPABILITY),
+                          {{&adam_typed<float, false>, &adam_typed<float, true>},
+                           {&adam_typed<double, false>, &adam_typed<double, true>},
+                           {&adam_typed<c10::Half, false>, &adam_typed<c10::Half, true>},
+                           {&adam_typed<c10::BFloat16, false>, &adam_typed<c10::BFloat16, true>}}};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace fused_optim::cpu

@@ -18,7 +18,7 @@ CPU_SOURCES = [
     "csrc/common/tensor_lists.cpp",
     "csrc/cpu/isa.cpp",
     "csrc/cpu/adam.cpp",
-    # Per-ISA kernels last: see csrc/cpu/isa_target.h.
+    # The same kernels, compiled once per instruction set (csrc/cpu/isa_target.h).
     "csrc/cpu/kernels_default.cpp",
     "csrc/cpu/kernels_avx2.cpp",
     "csrc/cpu/kernels_avx512.cpp",
