@@ -29,6 +29,7 @@ ext = Extension(
     sources=[str(Path(s).relative_to(ROOT)) for s in _build.sources(cuda, ROOT)],
     include_dirs=[str(ROOT / "csrc")],
     extra_compile_args={"cxx": _build.CXX_FLAGS + defines, "nvcc": _build.NVCC_FLAGS + defines},
+    extra_link_args=_build.LINK_FLAGS,
 )
 
 setup(

@@ -26,7 +26,10 @@ CPU_SOURCES = [
 CUDA_SOURCES = ["cuda/adam.cu"]
 HEADER_DIRS = ["csrc", "csrc/rules", "csrc/cpu", "csrc/common", "cuda"]
 
-CXX_FLAGS = ["-O3", "-Wno-psabi", "-Wno-unknown-pragmas"]
+# -fopenmp: at::parallel_for is a header template whose OpenMP pragma is compiled into our code; without it the
+# CPU engine runs on one thread. The OpenMP runtime resolves to the libgomp.so.1 torch has already loaded.
+CXX_FLAGS = ["-O3", "-fopenmp", "-Wno-psabi", "-Wno-unknown-pragmas"]
+LINK_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
 
 

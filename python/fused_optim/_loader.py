@@ -83,6 +83,7 @@ def _jit_build() -> ModuleType:
             sources=_build.sources(cuda),
             extra_cflags=_build.CXX_FLAGS + defines,
             extra_cuda_cflags=_build.NVCC_FLAGS + defines,
+            extra_ldflags=_build.LINK_FLAGS,
             extra_include_paths=[str(_build.ROOT / "csrc")],
             build_directory=str(cache),
             with_cuda=cuda,
