@@ -112,20 +112,34 @@ def bench(workload: str, device: str, rounds: int, steps: int, warmup: int) -> l
         med = statistics.median(ts)
         gbs = nparams * BYTES_PER_PARAM["adamw"] / med / 1e9
         rows.append(
-            dict(workload=workload, device=device, contender=name, ms=med * 1e3, min_ms=min(ts) * 1e3, gbs=gbs,
-                 pct_copy=100 * gbs / probe, vs_fused=fused_ref / med, nparams=nparams, ntensors=len(shapes(workload)))
+            dict(
+                workload=workload,
+                device=device,
+                contender=name,
+                ms=med * 1e3,
+                min_ms=min(ts) * 1e3,
+                gbs=gbs,
+                pct_copy=100 * gbs / probe,
+                vs_fused=fused_ref / med,
+                nparams=nparams,
+                ntensors=len(shapes(workload)),
+            )
         )
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
-    header = f"{'workload':<16}{'dev':<5}{'contender':<22}{'median ms':>10}{'min ms':>9}{'GB/s':>8}{'%copy':>7}" \
-             f"{'vs torch fused':>16}"
+    header = (
+        f"{'workload':<16}{'dev':<5}{'contender':<22}{'median ms':>10}{'min ms':>9}{'GB/s':>8}{'%copy':>7}"
+        f"{'vs torch fused':>16}"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['workload']:<16}{r['device']:<5}{r['contender']:<22}{r['ms']:>10.3f}{r['min_ms']:>9.3f}"
-              f"{r['gbs']:>8.1f}{r['pct_copy']:>7.0f}{r['vs_fused']:>15.2f}x")
+        print(
+            f"{r['workload']:<16}{r['device']:<5}{r['contender']:<22}{r['ms']:>10.3f}{r['min_ms']:>9.3f}"
+            f"{r['gbs']:>8.1f}{r['pct_copy']:>7.0f}{r['vs_fused']:>15.2f}x"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,8 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--device cuda: no CUDA GPU is visible")
         devices.remove("cuda")
     info = fused_optim.build_info()
-    print(f"torch {torch.__version__}, fused_optim {fused_optim.__version__}, CPU ISA {info['cpu_isa']}, "
-          f"{torch.get_num_threads()} threads" + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else ""))
+    print(
+        f"torch {torch.__version__}, fused_optim {fused_optim.__version__}, CPU ISA {info['cpu_isa']}, "
+        f"{torch.get_num_threads()} threads" + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else "")
+    )
     rows = []
     for device in devices:
         for w in args.workloads.split(","):

@@ -1,15 +1,11 @@
-// The operator schemas of the fused_optim namespace, and the small pybind11 module fused_optim._C that reports
-// how the library was built. Kernels register themselves per device (csrc/cpu/*.cpp, cuda/*.cu); fake kernels for
-// torch.compile live in python/fused_optim/_meta.py.
-#include <torch/extension.h>
+// The operator schemas of the fused_optim namespace. Kernels register themselves per device (csrc/cpu/*.cpp,
+// cuda/*.cu); fake kernels for torch.compile live in python/fused_optim/_meta.py. No Python here: the CMake build
+// links this file into a plain C++ library.
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <torch/library.h>
-#include <torch/version.h>
 
-#include <tuple>
-#include <vector>
-
-#include "../cuda/launch_plan.h"
-#include "cpu/kernels.h"
+#include <string>
 
 TORCH_LIBRARY(fused_optim, m) {
   m.set_python_module("fused_optim._meta");
@@ -46,43 +42,6 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   }
   TORCH_CHECK(false, schema.name(), ": sparse tensors are not supported");
 }
-
-// Replays the CUDA engine's launch plan on the host, for tests: returns, for every block of every launch,
-// (launch, tensor index, begin, end, threads_ok), where threads_ok says that simulating the block's threads over
-// its range visited each element exactly once (checked when check_threads is set).
-template <int DEPTH>
-std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> replay(const std::vector<int64_t>& numels,
-                                                                          bool aligned, bool check_threads) {
-  namespace fc = fused_optim::cuda;
-  std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> out;
-  int64_t launch_id = 0;
-  fc::plan_launches<DEPTH>(
-      static_cast<int64_t>(numels.size()), [&](int64_t i) { return numels[i]; },
-      [&](int64_t i, int d) { return reinterpret_cast<void*>((i + 1) * 4096 + d); },
-      [&](const fc::TensorListMeta<DEPTH>& meta, int blocks) {
-        for (int b = 0; b < blocks; ++b) {
-          const fc::BlockRange r = fc::block_range(meta, b);
-          bool ok = r.begin < r.end;
-          for (int d = 0; d < DEPTH; ++d) {
-            ok = ok && meta.addresses[d][r.tensor] == reinterpret_cast<void*>((meta.tensor_index[r.tensor] + 1) * 4096 + d);
-          }
-          if (check_threads && ok) {
-            std::vector<int> visits(r.end - r.begin, 0);
-            constexpr int kThreads = 512;
-            for (int t = 0; t < kThreads; ++t) {
-              fc::for_each_in_block<4>(r, aligned, t, kThreads, [&](int64_t i, int count) {
-                for (int k = 0; k < count; ++k) visits[i + k - r.begin] += 1;
-              });
-            }
-            for (int v : visits) ok = ok && v == 1;
-          }
-          out.emplace_back(launch_id, meta.tensor_index[r.tensor], r.begin, r.end, ok);
-        }
-        ++launch_id;
-      });
-  return out;
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(fused_optim, SparseCPU, m) {
@@ -90,37 +49,4 @@ TORCH_LIBRARY_IMPL(fused_optim, SparseCPU, m) {
 }
 TORCH_LIBRARY_IMPL(fused_optim, SparseCUDA, m) {
   m.impl("adam_", torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.doc() = "fused_optim compiled core: operators are in torch.ops.fused_optim; this module reports build facts.";
-#ifdef FUSED_OPTIM_WITH_CUDA
-  m.attr("cuda_compiled") = true;
-  m.attr("cuda_version") = std::to_string(FUSED_OPTIM_CUDA_MAJOR) + "." + std::to_string(FUSED_OPTIM_CUDA_MINOR);
-#else
-  m.attr("cuda_compiled") = false;
-  m.attr("cuda_version") = py::none();
-#endif
-  m.attr("torch_version") = TORCH_VERSION;
-  m.def("cpu_isa", [] { return std::string(fused_optim::cpu::active_kernels().isa); },
-        "The instruction set of the CPU kernels in use.");
-  m.def("cpu_supported_isas", &fused_optim::cpu::supported_isas,
-        "The instruction sets this CPU can run, narrowest first.");
-  m.def("set_cpu_isa", &fused_optim::cpu::set_isa, "Use the CPU kernels of another instruction set (for tests).");
-  m.def(
-      "_replay_cuda_plan",
-      [](const std::vector<int64_t>& numels, int depth, bool aligned, bool check_threads) {
-        switch (depth) {
-          case 1: return replay<1>(numels, aligned, check_threads);
-          case 2: return replay<2>(numels, aligned, check_threads);
-          case 3: return replay<3>(numels, aligned, check_threads);
-          case 4: return replay<4>(numels, aligned, check_threads);
-          case 5: return replay<5>(numels, aligned, check_threads);
-          case 6: return replay<6>(numels, aligned, check_threads);
-          default: TORCH_CHECK(false, "_replay_cuda_plan: depth must be 1..6, got ", depth);
-        }
-      },
-      py::arg("numels"), py::arg("depth"), py::arg("aligned") = true, py::arg("check_threads") = true);
-  m.attr("chunk_size") = fused_optim::cuda::kChunkSize;
-  m.attr("max_blocks_per_launch") = fused_optim::cuda::kMaxBlocks;
 }

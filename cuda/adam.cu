@@ -90,23 +90,20 @@ struct AdamFunctor {
 };
 
 template <typename T, bool kAmsgrad>
-void launch_adam(const AdamArgs& a, at::TensorList state_steps, const DeviceScalar& lr,
-                 const DeviceScalar& grad_scale, const float* found_inf) {
+void launch_adam(const AdamArgs& a, at::TensorList state_steps, const DeviceScalar& lr, const DeviceScalar& grad_scale,
+                 const float* found_inf) {
   using F = AdamFunctor<T, kAmsgrad>;
   const F functor{a.hyper, lr, grad_scale, found_inf};
   multi_tensor_apply<F::kDepth>(
       static_cast<int64_t>(a.lists.size()), [&](int64_t i) { return a.lists.numel(i); },
-      [&](int64_t i, int d) -> void* {
-        return d == F::kDepth - 1 ? state_steps[i].data_ptr() : a.lists.ptr(d, i);
-      },
+      [&](int64_t i, int d) -> void* { return d == F::kDepth - 1 ? state_steps[i].data_ptr() : a.lists.ptr(d, i); },
       functor);
 }
 
 void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-           at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& lr, double beta1,
-           double beta2, double weight_decay, double eps, bool amsgrad, bool maximize,
-           bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-           const std::optional<at::Tensor>& found_inf) {
+           at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& lr, double beta1, double beta2,
+           double weight_decay, double eps, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
   AdamArgs a = prepare_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2,
                             weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf);
   if (a.lists.size() == 0) return;

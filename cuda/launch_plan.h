@@ -18,7 +18,12 @@ constexpr int64_t kChunkSize = 65536;  // elements per block; a multiple of ever
 
 // Sized so that TensorListMeta stays under the classic 4 KiB kernel-argument limit.
 template <int DEPTH>
-constexpr int kMaxTensors = DEPTH <= 1 ? 110 : DEPTH == 2 ? 64 : DEPTH == 3 ? 48 : DEPTH == 4 ? 36 : DEPTH == 5 ? 30 : 24;
+constexpr int kMaxTensors = DEPTH <= 1   ? 110
+                            : DEPTH == 2 ? 64
+                            : DEPTH == 3 ? 48
+                            : DEPTH == 4 ? 36
+                            : DEPTH == 5 ? 30
+                                         : 24;
 
 template <int DEPTH>
 struct TensorListMeta {

@@ -12,8 +12,25 @@ from reference import TOL, adam_reference_step
 
 # Sizes around SIMD widths (8/16 fp32, 32 bf16 per block), CUDA vector groups (4), chunks (65536) and the
 # CPU engine's per-thread split; empty and 0-dim tensors included.
-SHAPES = [(), (0,), (1,), (3, 0), (7,), (15,), (16,), (17,), (31,), (32,), (33,), (63,), (65,), (5, 13), (257, 129),
-          (65536 + 3,), (40000,)]
+SHAPES = [
+    (),
+    (0,),
+    (1,),
+    (3, 0),
+    (7,),
+    (15,),
+    (16,),
+    (17,),
+    (31,),
+    (32,),
+    (33,),
+    (63,),
+    (65,),
+    (5, 13),
+    (257, 129),
+    (65536 + 3,),
+    (40000,),
+]
 
 PAIRS = {"Adam": (fused_optim.Adam, torch.optim.Adam), "AdamW": (fused_optim.AdamW, torch.optim.AdamW)}
 
@@ -92,10 +109,15 @@ def test_reduced_precision_matches_formula(name, config, dtype, device, shapes=S
     grads = grad_stream(ours_p, 10)
     opt = ours_cls(ours_p, **config)
     run(opt, ours_p, grads)
-    hyper = dict(lr=config.get("lr", 1e-3), betas=config.get("betas", (0.9, 0.999)), eps=config.get("eps", 1e-8),
-                 weight_decay=config.get("weight_decay", 1e-2 if name == "AdamW" else 0.0),
-                 amsgrad=config.get("amsgrad", False), maximize=config.get("maximize", False),
-                 decoupled=name == "AdamW")
+    hyper = dict(
+        lr=config.get("lr", 1e-3),
+        betas=config.get("betas", (0.9, 0.999)),
+        eps=config.get("eps", 1e-8),
+        weight_decay=config.get("weight_decay", 1e-2 if name == "AdamW" else 0.0),
+        amsgrad=config.get("amsgrad", False),
+        maximize=config.get("maximize", False),
+        decoupled=name == "AdamW",
+    )
     state = [{} for _ in ref_p]
     for step_grads in grads:
         adam_reference_step(ref_p, step_grads, state, **hyper)
@@ -179,8 +201,9 @@ def layout_cases(device):
     }
 
 
-@pytest.mark.parametrize("case", ["channels_last", "grad_transposed", "param_transposed", "param_sliced",
-                                  "grad_expanded"])
+@pytest.mark.parametrize(
+    "case", ["channels_last", "grad_transposed", "param_transposed", "param_sliced", "grad_expanded"]
+)
 def test_layouts(case, device):
     param, make_grad = layout_cases(device)[case]
     ours_p = [param]

@@ -23,8 +23,14 @@ print("cuda", fused_optim.build_info()["cuda_compiled"])
 
 
 def _run(tmp_path: Path) -> str:
-    env = dict(os.environ, FUSED_OPTIM_JIT="1", FUSED_OPTIM_JIT_DIR=str(tmp_path), FUSED_OPTIM_CPU_ONLY="1",
-               PYTHONPATH=str(ROOT / "python"), MAX_JOBS=os.environ.get("MAX_JOBS", "2"))
+    env = dict(
+        os.environ,
+        FUSED_OPTIM_JIT="1",
+        FUSED_OPTIM_JIT_DIR=str(tmp_path),
+        FUSED_OPTIM_CPU_ONLY="1",
+        PYTHONPATH=str(ROOT / "python"),
+        MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
+    )
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout

@@ -12,11 +12,24 @@ OP = torch.ops.fused_optim.adam_
 
 def adam_args(n=3, dtype=torch.float32, device="cpu", amsgrad=False, numel=(5, 17, 64)):
     params = [torch.randn(numel[i % len(numel)], dtype=dtype, device=device) for i in range(n)]
-    lists = [params, [torch.randn_like(p) for p in params], [torch.rand_like(p) for p in params],
-             [torch.rand_like(p) for p in params], [torch.rand_like(p) for p in params] if amsgrad else [],
-             [torch.tensor(float(i), device=device) for i in range(n)]]
-    kwargs = dict(lr=torch.tensor(0.01), beta1=0.9, beta2=0.999, weight_decay=0.01, eps=1e-8, amsgrad=amsgrad,
-                  maximize=False, decoupled_weight_decay=True)
+    lists = [
+        params,
+        [torch.randn_like(p) for p in params],
+        [torch.rand_like(p) for p in params],
+        [torch.rand_like(p) for p in params],
+        [torch.rand_like(p) for p in params] if amsgrad else [],
+        [torch.tensor(float(i), device=device) for i in range(n)],
+    ]
+    kwargs = dict(
+        lr=torch.tensor(0.01),
+        beta1=0.9,
+        beta2=0.999,
+        weight_decay=0.01,
+        eps=1e-8,
+        amsgrad=amsgrad,
+        maximize=False,
+        decoupled_weight_decay=True,
+    )
     return lists, kwargs
 
 
@@ -98,8 +111,23 @@ def _mutate(lists, kwargs, which):
     raise AssertionError(which)
 
 
-@pytest.mark.parametrize("which", ["short_grads", "dtype", "shape", "step_dtype", "lr_shape", "negative_lr", "beta",
-                                   "nan_eps", "amsgrad_list", "found_inf_shape", "int_params", "complex"])
+@pytest.mark.parametrize(
+    "which",
+    [
+        "short_grads",
+        "dtype",
+        "shape",
+        "step_dtype",
+        "lr_shape",
+        "negative_lr",
+        "beta",
+        "nan_eps",
+        "amsgrad_list",
+        "found_inf_shape",
+        "int_params",
+        "complex",
+    ],
+)
 def test_bad_arguments_name_the_problem(which):
     lists, kwargs = adam_args()
     before = [p.clone() for p in lists[0]]

@@ -15,17 +15,16 @@ enum AdamList : size_t { kParams, kGrads, kExpAvgs, kExpAvgSqs, kMaxExpAvgSqs };
 struct AdamArgs {
   TensorLists lists;
   rules::AdamHyper hyper;
-  std::optional<double> lr;               // set when lr lives on the CPU
-  std::optional<double> inv_grad_scale;   // set when grad_scale lives on the CPU
-  std::optional<bool> found_inf;          // set when found_inf lives on the CPU
+  std::optional<double> lr;              // set when lr lives on the CPU
+  std::optional<double> inv_grad_scale;  // set when grad_scale lives on the CPU
+  std::optional<bool> found_inf;         // set when found_inf lives on the CPU
 };
 
 inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
-                             at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs,
-                             at::TensorList state_steps, const at::Tensor& lr, double beta1, double beta2,
-                             double weight_decay, double eps, bool amsgrad, bool maximize,
-                             bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                             const std::optional<at::Tensor>& found_inf) {
+                             at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
+                             const at::Tensor& lr, double beta1, double beta2, double weight_decay, double eps,
+                             bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                             const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
   constexpr const char* op = "fused_optim.adam_";
   check_hyperparameter(op, "beta1", beta1, 0.0, 1.0 - 1e-300);
   check_hyperparameter(op, "beta2", beta2, 0.0, 1.0 - 1e-300);
@@ -33,12 +32,11 @@ inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::Te
   check_hyperparameter(op, "weight_decay", weight_decay, 0.0, INFINITY);
   TORCH_CHECK(amsgrad || max_exp_avg_sqs.empty(), op, ": max_exp_avg_sqs given but amsgrad is false");
 
-  AdamArgs a{TensorLists(op,
-                         {{"params", params, true},
-                          {"grads", grads, false},
-                          {"exp_avgs", exp_avgs, true},
-                          {"exp_avg_sqs", exp_avg_sqs, true},
-                          {"max_exp_avg_sqs", max_exp_avg_sqs, true, /*may_be_empty=*/!amsgrad}}),
+  AdamArgs a{TensorLists(op, {{"params", params, true},
+                              {"grads", grads, false},
+                              {"exp_avgs", exp_avgs, true},
+                              {"exp_avg_sqs", exp_avg_sqs, true},
+                              {"max_exp_avg_sqs", max_exp_avg_sqs, true, /*may_be_empty=*/!amsgrad}}),
              {beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
              std::nullopt,
              1.0,

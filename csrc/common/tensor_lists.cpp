@@ -65,8 +65,8 @@ TensorLists::TensorLists(const char* op, std::vector<ListArg> lists) {
                   device_, "; all tensors of one call must be on one device");
       TORCH_CHECK(t.scalar_type() == dtype_, op, ": ", l.name, "[", i, "] has dtype ", t.scalar_type(),
                   " but params[0] has dtype ", dtype_, "; one call takes one dtype");
-      TORCH_CHECK(t.sizes() == params[i].sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(),
-                  " but params[", i, "] has shape ", params[i].sizes());
+      TORCH_CHECK(t.sizes() == params[i].sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(), " but params[",
+                  i, "] has shape ", params[i].sizes());
       if (has_layout(t, strides[i])) {
         list.flat.push_back(t);
         continue;
@@ -104,8 +104,8 @@ void check_steps(const char* op, at::TensorList steps, size_t count, const at::D
     const at::Tensor& s = steps[i];
     TORCH_CHECK(s.defined() && s.numel() == 1 && s.scalar_type() == at::kFloat, op, ": state_steps[", i,
                 "] must be a one-element float32 tensor");
-    TORCH_CHECK(s.device() == device, op, ": state_steps[", i, "] is on ", s.device(), " but params[", i,
-                "] is on ", device);
+    TORCH_CHECK(s.device() == device, op, ": state_steps[", i, "] is on ", s.device(), " but params[", i, "] is on ",
+                device);
   }
 }
 

@@ -9,10 +9,9 @@ namespace fused_optim::cpu {
 namespace {
 
 void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,
-           at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& lr, double beta1,
-           double beta2, double weight_decay, double eps, bool amsgrad, bool maximize,
-           bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-           const std::optional<at::Tensor>& found_inf) {
+           at::TensorList max_exp_avg_sqs, at::TensorList state_steps, const at::Tensor& lr, double beta1, double beta2,
+           double weight_decay, double eps, bool amsgrad, bool maximize, bool decoupled_weight_decay,
+           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
   AdamArgs a = prepare_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2,
                             weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf);
   // On the CPU every scalar argument is a host value; an inf/nan in the scaled grads skips the whole step.
@@ -26,8 +25,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     *step += 1.0f;
     launch.tensors.push_back({a.lists.ptr(kParams, i), a.lists.ptr(kGrads, i), a.lists.ptr(kExpAvgs, i),
                               a.lists.ptr(kExpAvgSqs, i), amsgrad ? a.lists.ptr(kMaxExpAvgSqs, i) : nullptr,
-                              a.lists.numel(i),
-                              rules::adam_coeffs<double>(a.hyper, *a.lr, *step, *a.inv_grad_scale)});
+                              a.lists.numel(i), rules::adam_coeffs<double>(a.hyper, *a.lr, *step, *a.inv_grad_scale)});
     launch.offsets.push_back(launch.offsets.back() + a.lists.numel(i));
   }
   active_kernels().adam[dtype_index(a.lists.dtype())][amsgrad](launch);

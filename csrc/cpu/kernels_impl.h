@@ -44,7 +44,8 @@ void adam_typed(const AdamLaunch& launch) {
     auto v = static_cast<T*>(a.exp_avg_sq);
     if constexpr (kAmsgrad) {
       std::array<T*, 5> ptrs{p, g, m, v, static_cast<T*>(a.max_exp_avg_sq)};
-      for_each_block<T, 5, 0b10>(ptrs, begin, end, [&](auto& x) { rules::adam_update(x[0], x[1], x[2], x[3], x[4], c); });
+      for_each_block<T, 5, 0b10>(ptrs, begin, end,
+                                 [&](auto& x) { rules::adam_update(x[0], x[1], x[2], x[3], x[4], c); });
     } else {
       std::array<T*, 4> ptrs{p, g, m, v};
       for_each_block<T, 4, 0b10>(ptrs, begin, end, [&](auto& x) {

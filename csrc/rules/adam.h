@@ -24,15 +24,15 @@ struct AdamHyper {
 // adam_coeffs(), on the host (CPU) or per thread block (CUDA).
 template <typename S>
 struct AdamCoeffs {
-  S grad_mult;        // 1/grad_scale, negated when maximizing
-  S beta1_comp;       // 1 - beta1 (the lerp weight)
+  S grad_mult;   // 1/grad_scale, negated when maximizing
+  S beta1_comp;  // 1 - beta1 (the lerp weight)
   S beta2;
-  S beta2_comp;       // 1 - beta2
+  S beta2_comp;  // 1 - beta2
   S eps;
-  S weight_decay;     // L2 penalty added to the gradient (Adam)
-  S decay_factor;     // 1 - lr * weight_decay, applied to the parameter (AdamW)
-  S step_size;        // lr / (1 - beta1^step)
-  S inv_bc2_sqrt;     // 1 / sqrt(1 - beta2^step)
+  S weight_decay;  // L2 penalty added to the gradient (Adam)
+  S decay_factor;  // 1 - lr * weight_decay, applied to the parameter (AdamW)
+  S step_size;     // lr / (1 - beta1^step)
+  S inv_bc2_sqrt;  // 1 / sqrt(1 - beta2^step)
   bool l2;
   bool decoupled;
   bool amsgrad;
@@ -62,8 +62,8 @@ C10_HOST_DEVICE inline AdamCoeffs<S> adam_coeffs(const AdamHyper& h, double lr, 
 
 // One element (or one SIMD vector of elements). `max_exp_avg_sq` is only touched when amsgrad is on.
 template <typename T, typename S>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void adam_update(
-    T& param, T grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq, const AdamCoeffs<S>& c) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE void adam_update(T& param, T grad, T& exp_avg, T& exp_avg_sq, T& max_exp_avg_sq,
+                                                   const AdamCoeffs<S>& c) {
   T g = grad * T(c.grad_mult);
   if (c.decoupled) {
     param = param * T(c.decay_factor);

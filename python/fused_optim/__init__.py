@@ -13,7 +13,7 @@ from . import _loader
 
 _C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, CUDA kernels)
 
-from . import _meta  # noqa: E402  (fake kernels need the operators registered first)
+from . import _meta  # noqa: E402, F401  (fake kernels need the operators registered first)
 from .optim import Adam, AdamW, FusedOptimizer  # noqa: E402
 
 __version__ = "0.1.0"

@@ -15,6 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 CPU_SOURCES = [
     "csrc/ops.cpp",
+    "csrc/python_module.cpp",
     "csrc/common/tensor_lists.cpp",
     "csrc/cpu/isa.cpp",
     "csrc/cpu/adam.cpp",
@@ -24,6 +25,8 @@ CPU_SOURCES = [
     "csrc/cpu/kernels_avx512.cpp",
 ]
 CUDA_SOURCES = ["cuda/adam.cu"]
+#: Python-facing sources, left out of the plain C++ library that CMakeLists.txt builds.
+PYTHON_SOURCES = ["csrc/python_module.cpp"]
 HEADER_DIRS = ["csrc", "csrc/rules", "csrc/cpu", "csrc/common", "cuda"]
 
 # -fopenmp: at::parallel_for is a header template whose OpenMP pragma is compiled into our code; without it the

@@ -22,13 +22,15 @@ def _check_lists(op: str, params: list[Tensor], **lists: list[Tensor]) -> None:
                 continue
             torch._check(
                 t.shape == p.shape,
-                lambda name=name, i=i, t=t, p=p: f"{op}: {name}[{i}] has shape {tuple(t.shape)} but params[{i}] "
-                f"has shape {tuple(p.shape)}",
+                lambda name=name, i=i, t=t, p=p: (
+                    f"{op}: {name}[{i}] has shape {tuple(t.shape)} but params[{i}] has shape {tuple(p.shape)}"
+                ),
             )
             torch._check(
                 t.dtype == p.dtype,
-                lambda name=name, i=i, t=t, p=p: f"{op}: {name}[{i}] has dtype {t.dtype} but params[{i}] has dtype "
-                f"{p.dtype}",
+                lambda name=name, i=i, t=t, p=p: (
+                    f"{op}: {name}[{i}] has dtype {t.dtype} but params[{i}] has dtype {p.dtype}"
+                ),
             )
 
 
