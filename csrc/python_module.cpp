@@ -3,10 +3,12 @@
 #include <torch/extension.h>
 #include <torch/version.h>
 
+#include <mutex>
 #include <tuple>
 #include <vector>
 
 #include "../cuda/launch_plan.h"
+#include "cpu/engine.h"
 #include "cpu/kernels.h"
 
 namespace {
@@ -48,6 +50,20 @@ std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> replay(const s
   return out;
 }
 
+// Runs the CPU engine's split over fake tensors of the given sizes (nothing is allocated), for tests: returns the
+// (tensor, begin, end) spans the threads were handed.
+std::vector<std::tuple<int64_t, int64_t, int64_t>> cpu_spans(const std::vector<int64_t>& numels) {
+  std::vector<int64_t> offsets{0};
+  for (int64_t n : numels) offsets.push_back(offsets.back() + n);
+  std::mutex mutex;
+  std::vector<std::tuple<int64_t, int64_t, int64_t>> spans;
+  fused_optim::cpu::parallel_for_spans(offsets, [&](int64_t t, int64_t begin, int64_t end) {
+    const std::lock_guard<std::mutex> lock(mutex);
+    spans.emplace_back(t, begin, end);
+  });
+  return spans;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -80,6 +96,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         }
       },
       py::arg("numels"), py::arg("depth"), py::arg("aligned") = true, py::arg("check_threads") = true);
+  m.def("_cpu_spans", &cpu_spans, py::arg("numels"));
   m.attr("chunk_size") = fused_optim::cuda::kChunkSize;
   m.attr("max_blocks_per_launch") = fused_optim::cuda::kMaxBlocks;
 }

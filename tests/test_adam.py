@@ -380,3 +380,49 @@ def test_lr_zero_changes_nothing(device):
     run(fused_optim.Adam(params, lr=0.0, weight_decay=0.1), params, grad_stream(params, 3))
     for p, q in zip(params, before):
         assert torch.equal(p, q)
+
+
+def test_mixed_dtypes_in_one_group(device):
+    """One group holding fp32, fp64, bf16 and fp16 params: one op call per dtype, each matching its reference."""
+    dtypes = [torch.float32, torch.float64, torch.bfloat16, torch.float16, torch.float32]
+    ours_p = [make_params([(33,)], dt, device, seed=i)[0] for i, dt in enumerate(dtypes)]
+    ref_p = [p.clone() for p in ours_p]
+    grads = grad_stream(ours_p, 5)
+    opt = fused_optim.AdamW(ours_p, lr=0.01)
+    run(opt, ours_p, grads)
+    state = [{} for _ in ref_p]
+    for step_grads in grads:
+        adam_reference_step(
+            ref_p,
+            step_grads,
+            state,
+            lr=0.01,
+            betas=(0.9, 0.999),
+            eps=1e-8,
+            weight_decay=0.01,
+            amsgrad=False,
+            maximize=False,
+            decoupled=True,
+        )
+    for p, q, dt in zip(ours_p, ref_p, dtypes):
+        torch.testing.assert_close(p, q, **TOL[dt])
+    assert len(opt._plan(opt.param_groups[0], [p.grad for p in ours_p]).buckets) == 4
+
+
+def test_new_grads_and_param_groups_are_noticed(device):
+    """The cached plan must follow parameters that gain a gradient later and groups added later."""
+    a, b, c = make_params([(4,), (5,), (6,)], torch.float32, device)
+    ref = [t.clone() for t in (a, b, c)]
+    opt = fused_optim.Adam([a, b], lr=0.1)
+    ref_opt = torch.optim.Adam(ref[:2], lr=0.1, foreach=False)
+    for step in range(6):
+        if step == 3:
+            opt.add_param_group({"params": [c], "lr": 0.05})
+            ref_opt.add_param_group({"params": [ref[2]], "lr": 0.05})
+        for i, (x, y) in enumerate(zip((a, b, c), ref)):
+            g = None if (i == 1 and step < 2) else torch.full_like(x, 0.1 * (step + 1))
+            x.grad, y.grad = g, None if g is None else g.clone()
+        opt.step()
+        ref_opt.step()
+    for x, y in zip((a, b, c), ref):
+        torch.testing.assert_close(x, y)

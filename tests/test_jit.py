@@ -74,3 +74,20 @@ def test_missing_sources_give_a_clear_error(monkeypatch, tmp_path: Path):
     monkeypatch.setattr(_build, "ROOT", tmp_path)
     with pytest.raises(ImportError, match="cannot be built just in time"):
         _loader._jit_build()
+
+
+def test_no_compiler_gives_an_error_that_says_what_to_do(tmp_path: Path):
+    env = dict(
+        os.environ,
+        FUSED_OPTIM_JIT="1",
+        FUSED_OPTIM_JIT_DIR=str(tmp_path),
+        FUSED_OPTIM_CPU_ONLY="1",
+        PYTHONPATH=str(ROOT / "python"),
+        CXX=str(tmp_path / "no-such-compiler"),
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", "import fused_optim"], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode != 0
+    assert "building the C++/CUDA extension just in time failed" in out.stderr
+    assert "C++17 compiler" in out.stderr
