@@ -1,11 +1,16 @@
 // The operator schemas of the fused_optim namespace. Kernels register themselves per device (csrc/cpu/*.cpp,
 // cuda/*.cu); fake kernels for torch.compile live in python/fused_optim/_meta.py. No Python here: the CMake build
 // links this file into a plain C++ library.
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <ATen/core/stack.h>
+#include <c10/core/GradMode.h>
 #include <torch/library.h>
 
 #include <string>
+#include <vector>
+
+#include "common/adam_args.h"
 
 TORCH_LIBRARY(fused_optim, m) {
   m.set_python_module("fused_optim._meta");
@@ -43,6 +48,61 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   TORCH_CHECK(false, schema.name(), ": sparse tensors are not supported");
 }
 }  // namespace
+
+// The Autograd-key kernel of an in-place optimizer op. There is no graph to record, so it only does what torch's
+// generic fallbacks would (refuse to mutate tensors that require grad while grad mode is on, run the op below
+// autograd, bump the version counters of what it mutated), but unboxed: the generic fallbacks box every tensor of
+// every list into an IValue, which cost more than the kernels themselves for 1000 small tensors.
+template <const char* kName, class Sig>
+struct InPlaceAutograd;
+
+template <const char* kName, class... Args>
+struct InPlaceAutograd<kName, void(Args...)> {
+  static void call(Args... args) {
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<void(Args...)>();
+    static const std::vector<bool> mutated = [] {
+      std::vector<bool> m;
+      for (const auto& a : op.schema().arguments()) m.push_back(a.alias_info() && a.alias_info()->isWrite());
+      return m;
+    }();
+    if (c10::GradMode::is_enabled()) {
+      size_t i = 0;
+      (check_no_grad(args, mutated[i++]), ...);
+    }
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      op.call(args...);
+    }
+    size_t i = 0;
+    (bump(args, mutated[i++]), ...);
+  }
+
+ private:
+  static void check_no_grad(at::TensorList list, bool mutated) {
+    for (const auto& t : list) check_no_grad(t, mutated);
+  }
+  static void check_no_grad(const at::Tensor& t, bool mutated) {
+    TORCH_CHECK(!mutated || !t.defined() || !t.requires_grad(), kName,
+                " updates tensors that require grad in place; call it under torch.no_grad() (optimizer.step() "
+                "does)");
+  }
+  template <class T>
+  static void check_no_grad(const T&, bool) {}
+
+  static void bump(at::TensorList list, bool mutated) {
+    if (mutated) {
+      for (const auto& t : list) t.unsafeGetTensorImpl()->bump_version();
+    }
+  }
+  template <class T>
+  static void bump(const T&, bool) {}
+};
+
+constexpr char kAdamName[] = "fused_optim::adam_";
+
+TORCH_LIBRARY_IMPL(fused_optim, Autograd, m) {
+  m.impl("adam_", &InPlaceAutograd<kAdamName, fused_optim::AdamSignature>::call);
+}
 
 TORCH_LIBRARY_IMPL(fused_optim, SparseCPU, m) {
   m.impl("adam_", torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());

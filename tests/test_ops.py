@@ -158,3 +158,43 @@ def test_cuda_matches_cpu_bitwise_close():
         for a, b in zip(lists, cuda_lists):
             for x, y in zip(a, b):
                 torch.testing.assert_close(x, y.cpu(), rtol=1e-6, atol=1e-7)
+
+
+def test_eager_binding_is_the_same_dispatcher_entry():
+    """fused_optim._C.adam_ (used in eager mode) and torch.ops.fused_optim.adam_ give identical results, and the
+    profiler sees the operator either way."""
+    a, kwargs = adam_args(n=5, amsgrad=True)
+    b = [[t.clone() for t in lst] for lst in a]
+    with torch.profiler.profile() as prof:
+        fused_optim._C.adam_(*a, **kwargs)
+    OP(*b, **kwargs)
+    for x, y in zip(a, b):
+        for s, t in zip(x, y):
+            assert torch.equal(s, t)
+    assert any(e.name == "fused_optim::adam_" for e in prof.events())
+
+
+def test_in_place_on_tensors_requiring_grad_needs_no_grad():
+    lists, kwargs = adam_args()
+    lists[0][0].requires_grad_(True)
+    with pytest.raises(RuntimeError, match="under torch.no_grad"):
+        OP(*lists, **kwargs)
+    with torch.no_grad():
+        OP(*lists, **kwargs)
+
+
+def test_version_counters_are_bumped():
+    """Autograd must notice that the op changed tensors saved for backward."""
+    lists, kwargs = adam_args()
+    versions = [t._version for t in lists[0] + lists[2] + lists[5]]
+    grad_versions = [t._version for t in lists[1]]
+    OP(*lists, **kwargs)
+    assert all(t._version > v for t, v in zip(lists[0] + lists[2] + lists[5], versions))
+    assert [t._version for t in lists[1]] == grad_versions
+    w = torch.randn(3, requires_grad=True)
+    x = w * 1.0
+    y = (x * x).sum()  # saves x
+    with torch.no_grad():
+        OP([x], [torch.ones(3)], [torch.zeros(3)], [torch.zeros(3)], [], [torch.tensor(0.0)], **kwargs)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        y.backward()

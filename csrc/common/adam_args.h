@@ -10,6 +10,13 @@
 
 namespace fused_optim {
 
+// The C++ signature of fused_optim::adam_ (the schema is in csrc/ops.cpp).
+using AdamSignature = void(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
+                           at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
+                           const at::Tensor& lr, double beta1, double beta2, double weight_decay, double eps,
+                           bool amsgrad, bool maximize, bool decoupled_weight_decay,
+                           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf);
+
 enum AdamList : size_t { kParams, kGrads, kExpAvgs, kExpAvgSqs, kMaxExpAvgSqs };
 
 struct AdamArgs {

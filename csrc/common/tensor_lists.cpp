@@ -49,39 +49,49 @@ TensorLists::TensorLists(const char* op, std::vector<ListArg> lists) {
   TORCH_CHECK(is_float(dtype_), op, ": params[0] has dtype ", dtype_,
               "; supported dtypes are float32, float64, float16 and bfloat16");
 
+  numels_.resize(count_);
+  for (size_t i = 0; i < count_; ++i) numels_[i] = params[i].numel();
+  // Strides of each family's flat order, computed only for parameters that are not plainly contiguous.
   std::vector<std::vector<int64_t>> strides(count_);
-  for (size_t i = 0; i < count_; ++i) strides[i] = canonical_strides(params[i]);
 
-  for (auto& l : lists) {
-    List list{l, {}};
-    list.flat.reserve(l.tensors.size());
+  ptrs_.reserve(lists.size());
+  for (const auto& l : lists) {
+    std::vector<void*>& ptrs = ptrs_.emplace_back();
+    ptrs.reserve(l.tensors.size());
     for (size_t i = 0; i < l.tensors.size(); ++i) {
       const at::Tensor& t = l.tensors[i];
+      const at::Tensor& p = params[i];
       TORCH_CHECK(t.defined(), op, ": ", l.name, "[", i, "] is undefined");
       TORCH_CHECK(t.layout() == at::kStrided, op, ": ", l.name, "[", i, "] is a sparse tensor (layout ", t.layout(),
                   "); fused_optim needs dense tensors (use torch.optim.SparseAdam for sparse gradients)");
-      TORCH_CHECK(!t.is_complex(), op, ": ", l.name, "[", i, "] is complex; fused_optim supports real tensors only");
       TORCH_CHECK(t.device() == device_, op, ": ", l.name, "[", i, "] is on ", t.device(), " but params[0] is on ",
                   device_, "; all tensors of one call must be on one device");
       TORCH_CHECK(t.scalar_type() == dtype_, op, ": ", l.name, "[", i, "] has dtype ", t.scalar_type(),
                   " but params[0] has dtype ", dtype_, "; one call takes one dtype");
-      TORCH_CHECK(t.sizes() == params[i].sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(), " but params[",
-                  i, "] has shape ", params[i].sizes());
+      TORCH_CHECK(t.sizes() == p.sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(), " but params[", i,
+                  "] has shape ", p.sizes());
+      // The common case: both contiguous, same flat order.
+      if (t.is_contiguous() && p.is_contiguous()) {
+        ptrs.push_back(t.data_ptr());
+        continue;
+      }
+      if (strides[i].empty()) strides[i] = canonical_strides(p);
       if (has_layout(t, strides[i])) {
-        list.flat.push_back(t);
+        ptrs.push_back(t.data_ptr());
         continue;
       }
       at::Tensor copy = at::empty_strided(t.sizes(), strides[i], t.options());
       copy.copy_(t);
-      if (l.mutated) staged_.push_back({t, copy});
-      list.flat.push_back(std::move(copy));
+      ptrs.push_back(copy.data_ptr());
+      staged_.push_back({t, std::move(copy), l.mutated});
     }
-    lists_.push_back(std::move(list));
   }
 }
 
 void TensorLists::finish() {
-  for (auto& s : staged_) s.original.copy_(s.copy);
+  for (auto& s : staged_) {
+    if (s.copy_back) s.original.copy_(s.copy);
+  }
   staged_.clear();
 }
 

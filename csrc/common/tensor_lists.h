@@ -28,26 +28,23 @@ class TensorLists {
   TensorLists(const char* op, std::vector<ListArg> lists);
 
   size_t size() const { return count_; }
-  const at::Tensor& params0() const { return lists_[0].args.tensors[0]; }
   at::ScalarType dtype() const { return dtype_; }
   const at::Device& device() const { return device_; }
-  bool has(size_t list) const { return !lists_[list].flat.empty(); }
-  void* ptr(size_t list, size_t i) const { return lists_[list].flat[i].data_ptr(); }
-  int64_t numel(size_t i) const { return lists_[0].flat[i].numel(); }
+  void* ptr(size_t list, size_t i) const { return ptrs_[list][i]; }
+  int64_t numel(size_t i) const { return numels_[i]; }
 
   // Copies results back into the mutated tensors that had to be staged. Call after the kernels ran.
   void finish();
 
  private:
-  struct List {
-    ListArg args;
-    std::vector<at::Tensor> flat;  // the tensors themselves, or their staging copies
-  };
   struct Staged {
     at::Tensor original;
     at::Tensor copy;
+    bool copy_back;
   };
-  std::vector<List> lists_;
+  // Raw pointers, not Tensor copies: for 1000 small tensors the reference counting alone was measurable.
+  std::vector<std::vector<void*>> ptrs_;  // [list][i]: the tensor's data, or its staging copy's
+  std::vector<int64_t> numels_;
   std::vector<Staged> staged_;
   size_t count_ = 0;
   at::ScalarType dtype_ = at::kFloat;

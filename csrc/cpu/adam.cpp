@@ -20,12 +20,19 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   AdamLaunch launch;
   launch.tensors.reserve(a.lists.size());
   launch.offsets.assign(1, 0);
+  // Parameters of a group usually share their step count: compute the coefficients (two pow()s) once per value.
+  float coeffs_step = -1.0f;
+  rules::AdamCoeffs<double> coeffs{};
   for (size_t i = 0; i < a.lists.size(); ++i) {
-    float* step = state_steps[i].data_ptr<float>();
+    float* step = static_cast<float*>(state_steps[i].data_ptr());
     *step += 1.0f;
+    if (*step != coeffs_step) {
+      coeffs = rules::adam_coeffs<double>(a.hyper, *a.lr, *step, *a.inv_grad_scale);
+      coeffs_step = *step;
+    }
     launch.tensors.push_back({a.lists.ptr(kParams, i), a.lists.ptr(kGrads, i), a.lists.ptr(kExpAvgs, i),
                               a.lists.ptr(kExpAvgSqs, i), amsgrad ? a.lists.ptr(kMaxExpAvgSqs, i) : nullptr,
-                              a.lists.numel(i), rules::adam_coeffs<double>(a.hyper, *a.lr, *step, *a.inv_grad_scale)});
+                              a.lists.numel(i), coeffs});
     launch.offsets.push_back(launch.offsets.back() + a.lists.numel(i));
   }
   active_kernels().adam[dtype_index(a.lists.dtype())][amsgrad](launch);

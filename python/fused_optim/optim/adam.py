@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .. import _ops
 from ._base import Bucket, FusedOptimizer
 
 
@@ -103,7 +104,7 @@ class Adam(FusedOptimizer):
         amsgrad = group["amsgrad"]
         if amsgrad and "max_exp_avg_sq" not in bucket.state:
             raise RuntimeError("amsgrad was switched on after state was created; recreate the optimizer")
-        torch.ops.fused_optim.adam_(
+        _ops.adam_(
             bucket.params,
             grads,
             bucket.state["exp_avg"],
