@@ -426,3 +426,34 @@ def test_new_grads_and_param_groups_are_noticed(device):
         ref_opt.step()
     for x, y in zip((a, b, c), ref):
         torch.testing.assert_close(x, y)
+
+
+def test_state_is_packed_but_shaped_like_params(device):
+    """Fresh state lives in one buffer per key (views), keeps each param's shape and strides, and saves and loads
+    like ordinary tensors."""
+    params = [
+        torch.randn(4, 3, 5, 5, device=device).to(memory_format=torch.channels_last),
+        torch.randn(7, device=device),
+        torch.randn(6, 9, device=device).t(),
+    ]
+    ref = [p.detach().clone(memory_format=torch.preserve_format) for p in params]
+    grads = grad_stream(params, 4)
+    opt = fused_optim.AdamW(params, lr=0.01)
+    run(opt, params, grads)
+    run(torch.optim.AdamW(ref, lr=0.01, foreach=False), ref, grads)
+    assert_params_close(params, ref, torch.float32)
+    storages = {opt.state[p]["exp_avg"].untyped_storage().data_ptr() for p in params}
+    assert len(storages) == 1
+    for p in params:
+        assert opt.state[p]["exp_avg"].stride() == p.stride()
+        assert opt.state[p]["exp_avg_sq"].shape == p.shape
+    import io
+
+    buf = io.BytesIO()
+    torch.save(opt.state_dict(), buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=True)
+    clone = fused_optim.AdamW([p.detach().clone() for p in params], lr=0.01)
+    clone.load_state_dict(loaded)
+    for i, p in enumerate(params):
+        torch.testing.assert_close(clone.state_dict()["state"][i]["exp_avg"], opt.state[p]["exp_avg"])

