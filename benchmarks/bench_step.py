@@ -6,6 +6,7 @@
 Workloads (fp32 AdamW moves 28 bytes per parameter: read p, g, m, v; write p, m, v):
   small1000       1000 tensors, log-uniform 64..65536 elements (about 9.5 M parameters)
   large25m        three 4096x2048 matrices plus 96 vectors (about 25 M parameters)
+  tiny1000        1000 tensors of 256 elements: the step is almost all per-tensor overhead
   flat:<name>     one tensor with as many elements as <name> (the cost of the bytes alone)
 
 Each round runs every contender for --steps steps; the table reports the median per-step time over all rounds,
@@ -36,6 +37,8 @@ def shapes(workload: str) -> list[tuple[int, ...]]:
         u = torch.rand(1000, generator=g, dtype=torch.float64)
         sizes = torch.exp(math.log(64) + u * (math.log(65536) - math.log(64)))
         return [(int(s),) for s in sizes.round().long().tolist()]
+    if workload == "tiny1000":
+        return [(256,)] * 1000
     if workload == "large25m":
         return [(4096, 2048)] * 3 + [(2048,)] * 48 + [(512,)] * 48
     if workload.startswith("flat:"):
