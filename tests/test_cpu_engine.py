@@ -3,27 +3,16 @@ every element of every tensor goes to exactly one thread, in one parallel region
 
 from __future__ import annotations
 
-import collections
-
 import pytest
 import torch
 
 from fused_optim import _C
+from tiling import assert_tiles
 
 
 def check(numels):
     spans = _C._cpu_spans(numels)
-    per_tensor = collections.defaultdict(list)
-    for t, b, e in spans:
-        assert 0 <= b < e <= numels[t]
-        per_tensor[t].append((b, e))
-    for i, n in enumerate(numels):
-        ranges = sorted(per_tensor.get(i, []))
-        if n == 0:
-            assert not ranges
-            continue
-        assert ranges[0][0] == 0 and ranges[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), f"tensor {i}: gap or overlap"
+    assert_tiles(spans, numels)
     return spans
 
 

@@ -11,6 +11,7 @@ import collections
 import pytest
 
 from fused_optim import _C
+from tiling import assert_tiles
 
 CHUNK = _C.chunk_size
 MAX_BLOCKS = _C.max_blocks_per_launch
@@ -20,21 +21,13 @@ MAX_TENSORS = {1: 110, 2: 64, 3: 48, 4: 36, 5: 30, 6: 24}
 def check_tiling(numels, depth, aligned=True, check_threads=True):
     blocks = _C._replay_cuda_plan(numels, depth, aligned, check_threads)
     assert all(ok for *_, ok in blocks), "a block visited an element twice or not at all, or had a wrong pointer"
-    per_tensor = collections.defaultdict(list)
+    per_tensor = assert_tiles(((t, b, e) for _, t, b, e, _ in blocks), numels)
+    assert all(e - b <= CHUNK for ranges in per_tensor.values() for b, e in ranges)
     per_launch = collections.Counter()
     tensors_per_launch = collections.defaultdict(set)
-    for launch, tensor, begin, end, _ in blocks:
-        per_tensor[tensor].append((begin, end))
+    for launch, tensor, *_ in blocks:
         per_launch[launch] += 1
         tensors_per_launch[launch].add(tensor)
-    for i, n in enumerate(numels):
-        ranges = sorted(per_tensor.get(i, []))
-        if n == 0:
-            assert not ranges
-            continue
-        assert ranges[0][0] == 0 and ranges[-1][1] == n
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), f"tensor {i}: gap or overlap"
-        assert all(e - b <= CHUNK for b, e in ranges)
     assert all(c <= MAX_BLOCKS for c in per_launch.values())
     assert all(len(t) <= MAX_TENSORS[depth] for t in tensors_per_launch.values())
     return blocks

@@ -22,15 +22,21 @@ print("cuda", fused_optim.build_info()["cuda_compiled"])
 """
 
 
-def _run(tmp_path: Path) -> str:
-    env = dict(
+def _jit_env(cache: Path, **extra: str) -> dict[str, str]:
+    """A process that must build from the source tree (CPU kernels only, to keep the test short)."""
+    return dict(
         os.environ,
         FUSED_OPTIM_JIT="1",
-        FUSED_OPTIM_JIT_DIR=str(tmp_path),
+        FUSED_OPTIM_JIT_DIR=str(cache),
         FUSED_OPTIM_CPU_ONLY="1",
         PYTHONPATH=str(ROOT / "python"),
         MAX_JOBS=os.environ.get("MAX_JOBS", "2"),
+        **extra,
     )
+
+
+def _run(tmp_path: Path) -> str:
+    env = _jit_env(tmp_path)
     out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
@@ -77,14 +83,7 @@ def test_missing_sources_give_a_clear_error(monkeypatch, tmp_path: Path):
 
 
 def test_no_compiler_gives_an_error_that_says_what_to_do(tmp_path: Path):
-    env = dict(
-        os.environ,
-        FUSED_OPTIM_JIT="1",
-        FUSED_OPTIM_JIT_DIR=str(tmp_path),
-        FUSED_OPTIM_CPU_ONLY="1",
-        PYTHONPATH=str(ROOT / "python"),
-        CXX=str(tmp_path / "no-such-compiler"),
-    )
+    env = _jit_env(tmp_path, CXX=str(tmp_path / "no-such-compiler"))
     out = subprocess.run(
         [sys.executable, "-c", "import fused_optim"], env=env, capture_output=True, text=True, timeout=600
     )
