@@ -457,3 +457,17 @@ def test_state_is_packed_but_shaped_like_params(device):
     clone.load_state_dict(loaded)
     for i, p in enumerate(params):
         torch.testing.assert_close(clone.state_dict()["state"][i]["exp_avg"], opt.state[p]["exp_avg"])
+
+
+def test_deepcopy_and_pickle_keep_working(device):
+    import pickle
+
+    params = make_params([(8,), (3, 3)], torch.float32, device)
+    opt = fused_optim.AdamW(params, lr=0.01)
+    run(opt, params, grad_stream(params, 2))
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        cparams = [p for g in clone.param_groups for p in g["params"]]
+        before = [p.clone() for p in cparams]
+        run(clone, cparams, grad_stream(cparams, 1))
+        assert all(not torch.equal(p, q) for p, q in zip(cparams, before))
+        assert clone.state[cparams[0]]["step"].item() == 3

@@ -51,12 +51,20 @@ class FusedOptimizer(Optimizer):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fused_optim")
         super().__init__(params, defaults)
         self._plans: dict[int, _GroupPlan] = {}
-        self.register_load_state_dict_post_hook(lambda opt: opt._plans.clear())
 
+    # The cached plans hold the state tensors: drop them whenever state or groups are replaced.
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         if hasattr(self, "_plans"):
             self._plans.clear()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._plans.clear()
+
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling and copy.deepcopy
+        super().__setstate__(state)
+        self._plans = {}
 
     # Subclass interface -------------------------------------------------------------------------------------
 
