@@ -31,12 +31,26 @@ rules::AdamCoeffs<S> narrow(const rules::AdamCoeffs<double>& c) {
           c.amsgrad};
 }
 
+// The hardware prefetchers restart at every new array; asking for the first lines of the next tensor's arrays
+// while this one streams hides that restart, which adds up over 1000 small tensors.
+inline void prefetch_start(std::initializer_list<const void*> arrays) {
+  constexpr int kLines = 8;
+  for (const void* base : arrays) {
+    if (base == nullptr) continue;
+    for (int l = 0; l < kLines; ++l) __builtin_prefetch(static_cast<const char*>(base) + 64 * l, 0, 3);
+  }
+}
+
 template <typename T, bool kAmsgrad>
 void adam_typed(const AdamLaunch& launch) {
   using acc_t = at::opmath_type<T>;
   const auto& tensors = launch.tensors;
   parallel_for_spans(launch.offsets, [&](int64_t t, int64_t begin, int64_t end) {
     const AdamTensor& a = tensors[t];
+    if (t + 1 < static_cast<int64_t>(tensors.size())) {
+      const AdamTensor& n = tensors[t + 1];
+      prefetch_start({n.param, n.grad, n.exp_avg, n.exp_avg_sq, n.max_exp_avg_sq});
+    }
     const rules::AdamCoeffs<acc_t> c = narrow<acc_t>(a.coeffs);
     auto p = static_cast<T*>(a.param);
     auto g = const_cast<T*>(static_cast<const T*>(a.grad));  // never stored: bit 1 of kReadOnly
