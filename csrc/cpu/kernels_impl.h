@@ -7,6 +7,7 @@
 #include <c10/util/Half.h>
 
 #include <array>
+#include <initializer_list>
 
 #include "engine.h"
 #include "kernels.h"
