@@ -11,7 +11,6 @@ import importlib.util
 from pathlib import Path
 
 from setuptools import find_packages, setup
-from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension
 
 ROOT = Path(__file__).resolve().parent
 _spec = importlib.util.spec_from_file_location("_build", ROOT / "python" / "fused_optim" / "_build.py")
@@ -21,6 +20,9 @@ _spec.loader.exec_module(_build)
 cuda = _build.with_cuda()
 if cuda:
     _build.prepare_cuda_env()
+# Imported only now: cpp_extension reads CUDA_HOME once, at import.
+from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtension  # noqa: E402
+
 Extension = CUDAExtension if cuda else CppExtension
 defines = [f"-D{name}={value}" for name, value in _build.macros(cuda)]
 

@@ -54,3 +54,28 @@ def test_sources_exist():
         assert path.exists(), path
     assert all(s.startswith("csrc/") for s in _build.CPU_SOURCES)
     assert all(s.startswith("cuda/") for s in _build.CUDA_SOURCES)
+
+
+def test_prepare_cuda_env_corrects_an_imported_cpp_extension(monkeypatch, tmp_path: Path):
+    """cpp_extension fixes CUDA_HOME at import (to the folder above the first nvcc on PATH, which can be
+    /usr/local and then fails to link -lcudart); preparing the build must point it at the real toolkit."""
+    from torch.utils import cpp_extension
+
+    kit = _fake_toolkit(tmp_path / "cuda-z")
+    monkeypatch.setenv("CUDA_HOME", str(kit))
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "9.0")
+    monkeypatch.setattr(cpp_extension, "CUDA_HOME", "/usr/local")
+    _build.prepare_cuda_env()
+    assert str(kit) == cpp_extension.CUDA_HOME
+
+
+def test_prepare_cuda_env_picks_an_arch_list_without_a_gpu(monkeypatch):
+    import torch
+
+    monkeypatch.setenv("TORCH_CUDA_ARCH_LIST", "")  # empty counts as unset; monkeypatch restores it
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.version, "cuda", "13.0")
+    _build.prepare_cuda_env()
+    import os
+
+    assert os.environ["TORCH_CUDA_ARCH_LIST"] == _build.default_arch_list("13.0")

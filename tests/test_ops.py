@@ -91,6 +91,9 @@ def _mutate(lists, kwargs, which):
     if which == "beta":
         kwargs["beta1"] = 1.5
         return "invalid beta1"
+    if which == "beta_one":
+        kwargs["beta2"] = 1.0
+        return "invalid beta2"
     if which == "nan_eps":
         kwargs["eps"] = float("nan")
         return "invalid eps"
@@ -121,6 +124,7 @@ def _mutate(lists, kwargs, which):
         "lr_shape",
         "negative_lr",
         "beta",
+        "beta_one",
         "nan_eps",
         "amsgrad_list",
         "found_inf_shape",

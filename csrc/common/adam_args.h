@@ -33,8 +33,8 @@ inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::Te
                              bool amsgrad, bool maximize, bool decoupled_weight_decay,
                              const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
   constexpr const char* op = "fused_optim.adam_";
-  check_hyperparameter(op, "beta1", beta1, 0.0, 1.0 - 1e-300);
-  check_hyperparameter(op, "beta2", beta2, 0.0, 1.0 - 1e-300);
+  check_hyperparameter(op, "beta1", beta1, 0.0, 1.0, /*hi_open=*/true);
+  check_hyperparameter(op, "beta2", beta2, 0.0, 1.0, /*hi_open=*/true);
   check_hyperparameter(op, "eps", eps, 0.0, INFINITY);
   check_hyperparameter(op, "weight_decay", weight_decay, 0.0, INFINITY);
   TORCH_CHECK(amsgrad || max_exp_avg_sqs.empty(), op, ": max_exp_avg_sqs given but amsgrad is false");

@@ -119,9 +119,10 @@ void check_steps(const char* op, at::TensorList steps, size_t count, const at::D
   }
 }
 
-void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi) {
-  TORCH_CHECK(std::isfinite(value) && value >= lo && value <= hi, op, ": invalid ", name, " ", value,
-              " (must be finite and in [", lo, ", ", hi, "])");
+void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi, bool hi_open) {
+  const bool below = hi_open ? value < hi : value <= hi;
+  TORCH_CHECK(std::isfinite(value) && value >= lo && below, op, ": invalid ", name, " ", value,
+              " (must be finite and in [", lo, ", ", hi, hi_open ? "))" : "])");
 }
 
 }  // namespace fused_optim

@@ -59,6 +59,7 @@ std::optional<double> host_value(const at::Tensor& t);
 // Step counters: one float32 element per parameter, on `device`.
 void check_steps(const char* op, at::TensorList steps, size_t count, const at::Device& device);
 
-void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi);
+// Finite and in [lo, hi], or [lo, hi) when hi_open (betas must stay below 1).
+void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi, bool hi_open = false);
 
 }  // namespace fused_optim

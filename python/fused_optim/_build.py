@@ -76,12 +76,22 @@ def default_arch_list(cuda_version: str) -> str:
 
 
 def prepare_cuda_env() -> None:
-    """Set CUDA_HOME and a default TORCH_CUDA_ARCH_LIST before torch.utils.cpp_extension reads them."""
+    """Set CUDA_HOME and a default TORCH_CUDA_ARCH_LIST for torch.utils.cpp_extension.
+
+    cpp_extension resolves its CUDA_HOME once, when imported, and without the variable it takes the folder above
+    the first nvcc on PATH, which on some machines is a symlink in /usr/local/bin (it then fails to link
+    -lcudart). So set the variable, and correct the module if it was imported already.
+    """
+    import sys
+
     import torch
 
     home = cuda_home()
     if home:
         os.environ.setdefault("CUDA_HOME", home)
+        loaded = sys.modules.get("torch.utils.cpp_extension")
+        if loaded is not None:
+            loaded.CUDA_HOME = os.environ["CUDA_HOME"]
     if not os.environ.get("TORCH_CUDA_ARCH_LIST") and not torch.cuda.is_available():
         # torch's own default needs a visible GPU (without one it raises IndexError).
         os.environ["TORCH_CUDA_ARCH_LIST"] = default_arch_list(torch.version.cuda)
