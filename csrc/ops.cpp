@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/adam_args.h"
+#include "common/sgd_args.h"
 
 TORCH_LIBRARY(fused_optim, m) {
   m.set_python_module("fused_optim._meta");
@@ -21,6 +22,12 @@ TORCH_LIBRARY(fused_optim, m) {
       "adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
       "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, *, Tensor lr, float beta1, float beta2, "
       "float weight_decay, float eps, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
+      "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  // SGD with momentum, dampening and Nesterov. momentum_buffers is empty when momentum is 0; with is_first_step
+  // the buffers are set to the gradient instead of blended (torch creates them from the first gradient).
+  m.def(
+      "sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, *, Tensor lr, float weight_decay, "
+      "float momentum, float dampening, bool nesterov, bool maximize, bool is_first_step, "
       "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
 }
 
@@ -99,14 +106,16 @@ struct InPlaceAutograd<kName, void(Args...)> {
 };
 
 constexpr char kAdamName[] = "fused_optim::adam_";
+constexpr char kSgdName[] = "fused_optim::sgd_";
 
 TORCH_LIBRARY_IMPL(fused_optim, Autograd, m) {
   m.impl("adam_", &InPlaceAutograd<kAdamName, fused_optim::AdamSignature>::call);
+  m.impl("sgd_", &InPlaceAutograd<kSgdName, fused_optim::SgdSignature>::call);
 }
 
 TORCH_LIBRARY_IMPL(fused_optim, SparseCPU, m) {
-  m.impl("adam_", torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+  for (const char* op : {"adam_", "sgd_"}) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
 }
 TORCH_LIBRARY_IMPL(fused_optim, SparseCUDA, m) {
-  m.impl("adam_", torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+  for (const char* op : {"adam_", "sgd_"}) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
 }

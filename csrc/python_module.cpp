@@ -9,6 +9,7 @@
 
 #include "../cuda/launch_plan.h"
 #include "common/adam_args.h"
+#include "common/sgd_args.h"
 #include "cpu/engine.h"
 #include "cpu/kernels.h"
 
@@ -80,6 +81,16 @@ void adam_eager(const std::vector<at::Tensor>& params, const std::vector<at::Ten
           amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf);
 }
 
+void sgd_eager(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
+               const std::vector<at::Tensor>& momentum_buffers, const at::Tensor& lr, double weight_decay,
+               double momentum, double dampening, bool nesterov, bool maximize, bool is_first_step,
+               const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  static const auto op =
+      c10::Dispatcher::singleton().findSchemaOrThrow("fused_optim::sgd_", "").typed<fused_optim::SgdSignature>();
+  op.call(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize, is_first_step,
+          grad_scale, found_inf);
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
@@ -118,6 +129,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         py::arg("decoupled_weight_decay"), py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none(),
         py::call_guard<py::gil_scoped_release>(),
         "Eager binding of torch.ops.fused_optim.adam_ (same dispatcher entry).");
+  m.def("sgd_", &sgd_eager, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"), py::kw_only(),
+        py::arg("lr"), py::arg("weight_decay"), py::arg("momentum"), py::arg("dampening"), py::arg("nesterov"),
+        py::arg("maximize"), py::arg("is_first_step"), py::arg("grad_scale") = py::none(),
+        py::arg("found_inf") = py::none(), py::call_guard<py::gil_scoped_release>(),
+        "Eager binding of torch.ops.fused_optim.sgd_ (same dispatcher entry).");
   m.def("_cpu_spans", &cpu_spans, py::arg("numels"));
   m.attr("chunk_size") = fused_optim::cuda::kChunkSize;
   m.attr("max_blocks_per_launch") = fused_optim::cuda::kMaxBlocks;

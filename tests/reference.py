@@ -56,3 +56,30 @@ TOL = {
     torch.float16: dict(rtol=2e-3, atol=1e-4),
     torch.bfloat16: dict(rtol=1.6e-2, atol=1e-3),
 }
+
+
+def sgd_reference_step(
+    params: list[Tensor],
+    grads: list[Tensor | None],
+    state: list[dict[str, Tensor]],
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    """One SGD step as torch.optim.SGD documents it, in float64, rounded once into each tensor's dtype."""
+    for p, g, s in zip(params, grads, state):
+        if g is None:
+            continue
+        d = g.double() * (-1.0 if maximize else 1.0)
+        if weight_decay:
+            d = d + weight_decay * p.double()
+        if momentum:
+            # the new buffer is used unrounded in this step and stored in the tensor's dtype for the next
+            buf = d if "momentum_buffer" not in s else momentum * s["momentum_buffer"].double() + (1 - dampening) * d
+            s["momentum_buffer"] = buf.to(p.dtype)
+            d = d + momentum * buf if nesterov else buf
+        p.copy_(p.double() - lr * d)

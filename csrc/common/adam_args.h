@@ -22,9 +22,7 @@ enum AdamList : size_t { kParams, kGrads, kExpAvgs, kExpAvgSqs, kMaxExpAvgSqs };
 struct AdamArgs {
   TensorLists lists;
   rules::AdamHyper hyper;
-  std::optional<double> lr;              // set when lr lives on the CPU
-  std::optional<double> inv_grad_scale;  // set when grad_scale lives on the CPU
-  std::optional<bool> found_inf;         // set when found_inf lives on the CPU
+  ScalarArgs scalars;
 };
 
 inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
@@ -45,24 +43,10 @@ inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::Te
                               {"exp_avg_sqs", exp_avg_sqs, true},
                               {"max_exp_avg_sqs", max_exp_avg_sqs, true, /*may_be_empty=*/!amsgrad}}),
              {beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
-             std::nullopt,
-             1.0,
-             false};
+             {}};
   const at::Device device = a.lists.size() ? a.lists.device() : at::Device(at::kCPU);
   check_steps(op, state_steps, a.lists.size(), device);
-  check_scalar_tensor(op, "lr", lr, device);
-  a.lr = host_value(lr);
-  if (a.lr) check_hyperparameter(op, "lr", *a.lr, 0.0, INFINITY);
-  if (grad_scale) {
-    check_scalar_tensor(op, "grad_scale", *grad_scale, device);
-    const auto scale = host_value(*grad_scale);
-    a.inv_grad_scale = scale ? std::optional<double>(1.0 / *scale) : std::nullopt;
-  }
-  if (found_inf) {
-    check_scalar_tensor(op, "found_inf", *found_inf, device);
-    const auto inf = host_value(*found_inf);
-    a.found_inf = inf ? std::optional<bool>(*inf != 0.0) : std::nullopt;
-  }
+  a.scalars = prepare_scalars(op, a.lists, lr, grad_scale, found_inf);
   return a;
 }
 

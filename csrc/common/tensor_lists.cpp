@@ -108,6 +108,26 @@ std::optional<double> host_value(const at::Tensor& t) {
   return t.item<double>();
 }
 
+ScalarArgs prepare_scalars(const char* op, const TensorLists& lists, const at::Tensor& lr,
+                           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+  const at::Device device = lists.size() ? lists.device() : at::Device(at::kCPU);
+  ScalarArgs s;
+  check_scalar_tensor(op, "lr", lr, device);
+  s.lr = host_value(lr);
+  if (s.lr) check_hyperparameter(op, "lr", *s.lr, 0.0, INFINITY);
+  if (grad_scale) {
+    check_scalar_tensor(op, "grad_scale", *grad_scale, device);
+    const auto scale = host_value(*grad_scale);
+    s.inv_grad_scale = scale ? std::optional<double>(1.0 / *scale) : std::nullopt;
+  }
+  if (found_inf) {
+    check_scalar_tensor(op, "found_inf", *found_inf, device);
+    const auto inf = host_value(*found_inf);
+    s.found_inf = inf ? std::optional<bool>(*inf != 0.0) : std::nullopt;
+  }
+  return s;
+}
+
 void check_steps(const char* op, at::TensorList steps, size_t count, const at::Device& device) {
   TORCH_CHECK(steps.size() == count, op, ": state_steps has ", steps.size(), " tensors but params has ", count);
   for (size_t i = 0; i < steps.size(); ++i) {

@@ -56,6 +56,16 @@ class TensorLists {
 void check_scalar_tensor(const char* op, const char* name, const at::Tensor& t, const at::Device& device);
 std::optional<double> host_value(const at::Tensor& t);
 
+// The scalar tensors every op takes. Values living on the CPU are read here (no device memory is touched);
+// those on the device stay unset and the CUDA kernels read them in place.
+struct ScalarArgs {
+  std::optional<double> lr;
+  std::optional<double> inv_grad_scale = 1.0;  // 1/grad_scale; 1 without a GradScaler
+  std::optional<bool> found_inf = false;
+};
+ScalarArgs prepare_scalars(const char* op, const TensorLists& lists, const at::Tensor& lr,
+                           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf);
+
 // Step counters: one float32 element per parameter, on `device`.
 void check_steps(const char* op, at::TensorList steps, size_t count, const at::Device& device);
 

@@ -15,7 +15,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   AdamArgs a = prepare_adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2,
                             weight_decay, eps, amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf);
   // On the CPU every scalar argument is a host value; an inf/nan in the scaled grads skips the whole step.
-  if (a.lists.size() == 0 || a.found_inf.value_or(false)) return;
+  if (a.lists.size() == 0 || a.scalars.found_inf.value_or(false)) return;
 
   AdamLaunch launch;
   launch.tensors.reserve(a.lists.size());
@@ -27,7 +27,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     float* step = static_cast<float*>(state_steps[i].data_ptr());
     *step += 1.0f;
     if (*step != coeffs_step) {
-      coeffs = rules::adam_coeffs<double>(a.hyper, *a.lr, *step, *a.inv_grad_scale);
+      coeffs = rules::adam_coeffs<double>(a.hyper, *a.scalars.lr, *step, *a.scalars.inv_grad_scale);
       coeffs_step = *step;
     }
     launch.tensors.push_back({a.lists.ptr(kParams, i), a.lists.ptr(kGrads, i), a.lists.ptr(kExpAvgs, i),

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../rules/adam.h"
+#include "../rules/sgd.h"
 
 namespace fused_optim::cpu {
 
@@ -29,6 +30,19 @@ struct AdamLaunch {
   std::vector<int64_t> offsets;  // offsets[t]: first element of tensor t when all are laid end to end
 };
 
+struct SgdTensor {
+  void* param;
+  const void* grad;
+  void* momentum_buffer;  // null when momentum is 0
+  int64_t numel;
+};
+
+struct SgdLaunch {
+  std::vector<SgdTensor> tensors;
+  std::vector<int64_t> offsets;
+  rules::SgdCoeffs<double> coeffs;  // the same for every tensor: SGD has no per-tensor step count
+};
+
 // Kernels are typed by the storage dtype. The ISA files contain no dtype dispatch (or any other code that
 // could throw): everything that is not ISA-specific stays in the baseline-compiled bindings, so no shared
 // inline function gets linked in an AVX-512 flavour.
@@ -44,11 +58,13 @@ inline DtypeIndex dtype_index(c10::ScalarType t) {
 }
 
 using AdamKernel = void (*)(const AdamLaunch&);
+using SgdKernel = void (*)(const SgdLaunch&);
 
 // One entry per instruction set the build compiled.
 struct KernelTable {
   const char* isa;
   AdamKernel adam[kNumDtypes][2];  // [dtype][amsgrad]
+  SgdKernel sgd[kNumDtypes][2];    // [dtype][momentum != 0]
 };
 
 #define FUSED_OPTIM_DECLARE_ISA(NS) \

@@ -71,13 +71,49 @@ void adam_typed(const AdamLaunch& launch) {
   });
 }
 
+template <typename T, bool kMomentum>
+void sgd_typed(const SgdLaunch& launch) {
+  using acc_t = at::opmath_type<T>;
+  const auto& tensors = launch.tensors;
+  const rules::SgdCoeffs<acc_t> c{static_cast<acc_t>(launch.coeffs.grad_mult),
+                                  static_cast<acc_t>(launch.coeffs.weight_decay),
+                                  static_cast<acc_t>(launch.coeffs.momentum),
+                                  static_cast<acc_t>(launch.coeffs.grad_weight),
+                                  static_cast<acc_t>(launch.coeffs.lr),
+                                  launch.coeffs.first_step,
+                                  launch.coeffs.nesterov};
+  parallel_for_spans(launch.offsets, [&](int64_t t, int64_t begin, int64_t end) {
+    const SgdTensor& a = tensors[t];
+    if (t + 1 < static_cast<int64_t>(tensors.size())) {
+      const SgdTensor& n = tensors[t + 1];
+      prefetch_start({n.param, n.grad, n.momentum_buffer});
+    }
+    auto p = static_cast<T*>(a.param);
+    auto g = const_cast<T*>(static_cast<const T*>(a.grad));  // never stored: bit 1 of kReadOnly
+    if constexpr (kMomentum) {
+      std::array<T*, 3> ptrs{p, g, static_cast<T*>(a.momentum_buffer)};
+      for_each_block<T, 3, 0b10>(ptrs, begin, end, [&](auto& x) { rules::sgd_update(x[0], x[1], x[2], c); });
+    } else {
+      std::array<T*, 2> ptrs{p, g};
+      for_each_block<T, 2, 0b10>(ptrs, begin, end, [&](auto& x) {
+        auto no_buffer = x[1];  // never read: momentum is 0
+        rules::sgd_update(x[0], x[1], no_buffer, c);
+      });
+    }
+  });
+}
+
 #define FUSED_OPTIM_STR2(x) #x
 #define FUSED_OPTIM_STR(x) FUSED_OPTIM_STR2(x)
 const KernelTable kernels{FUSED_OPTIM_STR(CPU_CAPABILITY),
                           {{&adam_typed<float, false>, &adam_typed<float, true>},
                            {&adam_typed<double, false>, &adam_typed<double, true>},
                            {&adam_typed<c10::Half, false>, &adam_typed<c10::Half, true>},
-                           {&adam_typed<c10::BFloat16, false>, &adam_typed<c10::BFloat16, true>}}};
+                           {&adam_typed<c10::BFloat16, false>, &adam_typed<c10::BFloat16, true>}},
+                          {{&sgd_typed<float, false>, &sgd_typed<float, true>},
+                           {&sgd_typed<double, false>, &sgd_typed<double, true>},
+                           {&sgd_typed<c10::Half, false>, &sgd_typed<c10::Half, true>},
+                           {&sgd_typed<c10::BFloat16, false>, &sgd_typed<c10::BFloat16, true>}}};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace fused_optim::cpu

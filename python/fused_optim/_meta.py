@@ -13,7 +13,7 @@ from torch import Tensor
 def _check_lists(op: str, params: list[Tensor], **lists: list[Tensor]) -> None:
     for name, tensors in lists.items():
         torch._check(
-            len(tensors) == len(params) or (name == "max_exp_avg_sqs" and len(tensors) == 0),
+            len(tensors) == len(params) or (name in ("max_exp_avg_sqs", "momentum_buffers") and len(tensors) == 0),
             lambda name=name, tensors=tensors: f"{op}: {name} has {len(tensors)} tensors but params has {len(params)}",
         )
         for i, (t, p) in enumerate(zip(tensors, params)):
@@ -64,3 +64,23 @@ def _adam_fake(
         state_steps=state_steps,
     )
     torch._check(lr.numel() == 1, lambda: "fused_optim.adam_: lr must have one element")
+
+
+@torch.library.register_fake("fused_optim::sgd_")
+def _sgd_fake(
+    params: list[Tensor],
+    grads: list[Tensor],
+    momentum_buffers: list[Tensor],
+    *,
+    lr: Tensor,
+    weight_decay: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    maximize: bool,
+    is_first_step: bool,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    _check_lists("fused_optim.sgd_", params, grads=grads, momentum_buffers=momentum_buffers)
+    torch._check(lr.numel() == 1, lambda: "fused_optim.sgd_: lr must have one element")

@@ -32,3 +32,4 @@ def _operator(name: str) -> Callable[..., None]:
 
 
 adam_ = _operator("adam_")
+sgd_ = _operator("sgd_")

@@ -2,5 +2,6 @@
 
 from ._base import FusedOptimizer
 from .adam import Adam, AdamW
+from .sgd import SGD
 
-__all__ = ["Adam", "AdamW", "FusedOptimizer"]
+__all__ = ["SGD", "Adam", "AdamW", "FusedOptimizer"]

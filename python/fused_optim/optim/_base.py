@@ -69,7 +69,7 @@ class FusedOptimizer(Optimizer):
     # Subclass interface -------------------------------------------------------------------------------------
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The per-parameter state tensors the operator takes, in order (``step`` is handled here)."""
+        """The per-parameter state tensors the operator takes (including ``step`` where the optimizer has one)."""
         raise NotImplementedError
 
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
@@ -135,13 +135,13 @@ class FusedOptimizer(Optimizer):
                 continue
             state = self.state[p]
             # Steps loaded from a torch.optim state_dict may be CPU tensors: the kernels want them beside p.
-            step = state["step"]
-            if step.device != p.device or step.dtype != torch.float32:
+            step = state.get("step")
+            if step is not None and (step.device != p.device or step.dtype != torch.float32):
                 state["step"] = step.to(device=p.device, dtype=torch.float32)
             b = buckets.get((p.device, p.dtype))
             if b is None:
                 b = buckets[(p.device, p.dtype)] = Bucket(p.device, p.dtype, [], [], is_complex=p.is_complex())
-                b.state = {k: [] for k in (*self._state_keys(group), "step")}
+                b.state = {k: [] for k in self._state_keys(group)}
             b.indices.append(i)
             b.params.append(torch.view_as_real(p) if b.is_complex else p)
             for k in b.state:
@@ -162,6 +162,8 @@ def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
     for state in states:
         for key in keys:
             t = state[key]
+            if key == "step":
+                continue
             if t.numel() > 0 and _is_dense(t):
                 groups.setdefault((key, t.device, t.dtype), []).append(state)
     for (key, device, dtype), members in groups.items():

@@ -83,12 +83,12 @@ class Adam(FusedOptimizer):
         super().__init__(params, defaults)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
-        keys = ("exp_avg", "exp_avg_sq")
-        return (*keys, "max_exp_avg_sq") if group["amsgrad"] else keys
+        keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
+        return (*keys, "step")
 
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-        for key in self._state_keys(group):
+        for key in self._state_keys(group)[:-1]:
             state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
 
     def _launch(

@@ -1,0 +1,56 @@
+// The scalar tensor arguments (lr, grad_scale, found_inf) as the kernels see them: host values when they live on
+// the CPU, pointers into device memory otherwise, so no step ever synchronizes with the host.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "../csrc/common/tensor_lists.h"
+
+namespace fused_optim::cuda {
+
+// A value that is either known on the host or one element of device memory (float32 or float64).
+struct DeviceScalar {
+  double host = 0.0;
+  const float* f32 = nullptr;
+  const double* f64 = nullptr;
+
+  static DeviceScalar of(const char* op, const at::Tensor& t, std::optional<double> host_value) {
+    DeviceScalar s;
+    if (host_value) {
+      s.host = *host_value;
+    } else if (t.scalar_type() == at::kDouble) {
+      s.f64 = t.const_data_ptr<double>();
+    } else {
+      TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": a scalar on the device must be float32 or float64");
+      s.f32 = t.const_data_ptr<float>();
+    }
+    return s;
+  }
+  __device__ bool on_device() const { return f32 != nullptr || f64 != nullptr; }
+  __device__ double get() const { return f32 ? double(*f32) : f64 ? *f64 : host; }
+};
+
+struct DeviceScalars {
+  DeviceScalar lr;
+  DeviceScalar grad_scale;  // on the host: already the inverse; on the device: the scale itself
+  const float* found_inf = nullptr;
+
+  static DeviceScalars of(const char* op, const ScalarArgs& host, const at::Tensor& lr,
+                          const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+    DeviceScalars s;
+    s.lr = DeviceScalar::of(op, lr, host.lr);
+    s.grad_scale.host = host.inv_grad_scale.value_or(1.0);
+    if (grad_scale && !host.inv_grad_scale) s.grad_scale = DeviceScalar::of(op, *grad_scale, std::nullopt);
+    if (found_inf && !host.found_inf) {
+      TORCH_CHECK(found_inf->scalar_type() == at::kFloat, op, ": found_inf on the device must be float32");
+      s.found_inf = found_inf->const_data_ptr<float>();
+    }
+    return s;
+  }
+  __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0.0f; }
+  __device__ double inv_grad_scale() const { return grad_scale.on_device() ? 1.0 / grad_scale.get() : grad_scale.host; }
+};
+
+}  // namespace fused_optim::cuda

@@ -1,0 +1,119 @@
+"""SGD with momentum, dampening and Nesterov on the fused multi-tensor kernels (update rule: csrc/rules/sgd.h)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import _ops
+from ._base import Bucket, FusedOptimizer
+
+
+class SGD(FusedOptimizer):
+    """Stochastic gradient descent with torch.optim.SGD's arguments, defaults, state keys and state_dict.
+
+    ``momentum_buffer`` is created from the first gradient, as torch.optim does, and only when ``momentum`` is not
+    zero. ``foreach`` and ``fused`` are accepted for compatibility; the step is always fused.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate, a float or a one-element tensor.
+        momentum: momentum factor.
+        dampening: dampening of the momentum.
+        weight_decay: L2 penalty.
+        nesterov: Nesterov momentum (needs momentum > 0 and dampening == 0).
+        maximize: maximize the objective instead of minimizing it.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]],
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+    ) -> None:
+        # torch.optim.SGD's checks and messages.
+        if isinstance(lr, Tensor) and lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if lr < 0.0:
+            raise ValueError(f"Invalid learning rate: {lr}")
+        if momentum < 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if weight_decay < 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if nesterov and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+        )
+        super().__init__(params, defaults)
+        self._new_buffers: set[Tensor] = set()  # params whose buffer the next step fills from the gradient
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._new_buffers = set()
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
+
+    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        if group["momentum"] != 0:
+            state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            self._new_buffers.add(param)
+
+    def _launch(
+        self,
+        group: dict[str, Any],
+        bucket: Bucket,
+        grads: list[Tensor],
+        lr: Tensor,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        buffers = bucket.state.get("momentum_buffer", [])
+        kwargs = dict(
+            lr=lr,
+            weight_decay=float(group["weight_decay"]),
+            momentum=float(group["momentum"]),
+            dampening=float(group["dampening"]),
+            nesterov=group["nesterov"],
+            maximize=group["maximize"],
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
+        if not (self._new_buffers and buffers):
+            _ops.sgd_(bucket.params, grads, buffers, is_first_step=False, **kwargs)
+            return
+        # Some buffers were just created: they take the gradient as it is, the others blend it in.
+        params = group["params"]
+        first = [params[i] in self._new_buffers for i in bucket.indices]
+        for flag in (True, False):
+            pick = [k for k, f in enumerate(first) if f == flag]
+            if pick:
+                _ops.sgd_(
+                    [bucket.params[k] for k in pick],
+                    [grads[k] for k in pick],
+                    [buffers[k] for k in pick],
+                    is_first_step=flag,
+                    **kwargs,
+                )
+        if found_inf is None or not found_inf.item():  # a skipped step leaves the new buffers new
+            self._new_buffers.difference_update(params[i] for i in bucket.indices)
