@@ -3,16 +3,18 @@
     python benchmarks/bench_step.py                    # CPU (and CUDA when a GPU is present)
     python benchmarks/bench_step.py --device cpu --rounds 15 --workloads small1000,large25m
 
-Workloads (fp32 AdamW moves 28 bytes per parameter: read p, g, m, v; write p, m, v):
+Optimizers: adamw (28 bytes per fp32 parameter), sgd with momentum 0.9 (20 bytes).
+
+Workloads:
   small1000       1000 tensors, log-uniform 64..65536 elements (about 9.5 M parameters)
   large25m        three 4096x2048 matrices plus 96 vectors (about 25 M parameters)
   tiny1000        1000 tensors of 256 elements: the step is almost all per-tensor overhead
   flat:<name>     one tensor with as many elements as <name> (the cost of the bytes alone)
 
-Each round runs every contender for --steps steps; the table reports the median per-step time over all rounds,
-the effective bandwidth, and the ratio of torch's fused step time to each contender's (above 1 is faster than
-torch fused). Targets (held here, not by timed tests): fused_optim at least 2x torch fused on small1000 and at
-least 0.95x on large25m.
+Each round runs every contender of one optimizer for --steps steps; the table reports the median per-step time
+over all rounds, the effective bandwidth, and the ratio of torch's fused step time to each contender's (above 1
+is faster than torch fused). Targets (held here, not by timed tests): fused_optim at least 2x torch fused on
+small1000 and at least 0.95x on large25m.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ import torch
 
 import fused_optim
 
-BYTES_PER_PARAM = {"adamw": 28}
+# Bytes an fp32 step must move per parameter: AdamW reads p, g, m, v and writes p, m, v; SGD with momentum reads
+# p, g, buf and writes p, buf.
+BYTES_PER_PARAM = {"adamw": 28, "sgd": 20}
 
 
 def shapes(workload: str) -> list[tuple[int, ...]]:
@@ -56,12 +60,21 @@ def make_params(workload: str, device: str, dtype: torch.dtype = torch.float32) 
     return params
 
 
-def contenders(device: str) -> dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]]:
-    return {
-        "fused_optim.AdamW": lambda ps: fused_optim.AdamW(ps, lr=1e-3),
-        "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
-        "torch AdamW foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
-    }
+def contenders(optimizer: str) -> dict[str, Callable[[list[torch.Tensor]], torch.optim.Optimizer]]:
+    """fused_optim's optimizer first, then torch's fused path (the reference of the ratios), then foreach."""
+    if optimizer == "adamw":
+        return {
+            "fused_optim.AdamW": lambda ps: fused_optim.AdamW(ps, lr=1e-3),
+            "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
+            "torch AdamW foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
+        }
+    if optimizer == "sgd":
+        return {
+            "fused_optim.SGD": lambda ps: fused_optim.SGD(ps, lr=1e-3, momentum=0.9),
+            "torch SGD fused": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, fused=True),
+            "torch SGD foreach": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, foreach=True),
+        }
+    raise SystemExit(f"unknown optimizer {optimizer!r}")
 
 
 def sync(device: str) -> None:
@@ -95,8 +108,8 @@ def copy_bandwidth(device: str, numel: int = 1 << 26) -> float:
     return 2 * src.numel() * src.element_size() / statistics.median(best) / 1e9
 
 
-def bench(workload: str, device: str, rounds: int, steps: int, warmup: int) -> list[dict]:
-    makers = contenders(device)
+def bench(optimizer: str, workload: str, device: str, rounds: int, steps: int, warmup: int) -> list[dict]:
+    makers = contenders(optimizer)
     # Separate parameters per contender, so no one inherits another's cache state by construction.
     opts = {name: make(make_params(workload, device)) for name, make in makers.items()}
     for opt in opts.values():
@@ -109,11 +122,11 @@ def bench(workload: str, device: str, rounds: int, steps: int, warmup: int) -> l
         probes.append(copy_bandwidth(device))
     nparams = sum(math.prod(s) for s in shapes(workload))
     probe = statistics.median(probes)
-    fused_ref = statistics.median(samples["torch AdamW fused"])
+    fused_ref = statistics.median(samples[list(makers)[1]])
     rows = []
     for name, ts in samples.items():
         med = statistics.median(ts)
-        gbs = nparams * BYTES_PER_PARAM["adamw"] / med / 1e9
+        gbs = nparams * BYTES_PER_PARAM[optimizer] / med / 1e9
         rows.append(
             dict(
                 workload=workload,
@@ -149,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     ap.add_argument("--workloads", default="small1000,flat:small1000,large25m")
+    ap.add_argument("--optimizers", default="adamw,sgd", help="comma-separated: adamw, sgd")
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--steps", type=int, default=5, help="steps per contender per round")
     ap.add_argument("--warmup", type=int, default=3)
@@ -168,8 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = []
     for device in devices:
-        for w in args.workloads.split(","):
-            rows += bench(w, device, args.rounds, args.steps, args.warmup)
+        for optimizer in args.optimizers.split(","):
+            for w in args.workloads.split(","):
+                rows += bench(optimizer, w, device, args.rounds, args.steps, args.warmup)
     print_table(rows)
     return 0
 
