@@ -88,6 +88,12 @@ TensorLists::TensorLists(const char* op, std::vector<ListArg> lists) {
   }
 }
 
+std::vector<int64_t> TensorLists::offsets() const {
+  std::vector<int64_t> out(count_ + 1, 0);
+  for (size_t i = 0; i < count_; ++i) out[i + 1] = out[i] + numels_[i];
+  return out;
+}
+
 void TensorLists::finish() {
   for (auto& s : staged_) {
     if (s.copy_back) s.original.copy_(s.copy);

@@ -32,6 +32,8 @@ class TensorLists {
   const at::Device& device() const { return device_; }
   void* ptr(size_t list, size_t i) const { return ptrs_[list][i]; }
   int64_t numel(size_t i) const { return numels_[i]; }
+  // offsets[i]: the first element of tensor i when all are laid end to end; offsets[size()] is the total.
+  std::vector<int64_t> offsets() const;
 
   // Copies results back into the mutated tensors that had to be staged. Call after the kernels ran.
   void finish();

@@ -19,7 +19,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
 
   AdamLaunch launch;
   launch.tensors.reserve(a.lists.size());
-  launch.offsets.assign(1, 0);
+  launch.offsets = a.lists.offsets();
   // Parameters of a group usually share their step count: compute the coefficients (two pow()s) once per value.
   float coeffs_step = -1.0f;
   rules::AdamCoeffs<double> coeffs{};
@@ -33,7 +33,6 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
     launch.tensors.push_back({a.lists.ptr(kParams, i), a.lists.ptr(kGrads, i), a.lists.ptr(kExpAvgs, i),
                               a.lists.ptr(kExpAvgSqs, i), amsgrad ? a.lists.ptr(kMaxExpAvgSqs, i) : nullptr,
                               a.lists.numel(i), coeffs});
-    launch.offsets.push_back(launch.offsets.back() + a.lists.numel(i));
   }
   active_kernels().adam[dtype_index(a.lists.dtype())][amsgrad](launch);
   a.lists.finish();

@@ -40,7 +40,11 @@ struct SgdTensor {
 struct SgdLaunch {
   std::vector<SgdTensor> tensors;
   std::vector<int64_t> offsets;
-  rules::SgdCoeffs<double> coeffs;  // the same for every tensor: SGD has no per-tensor step count
+  // The same for every tensor (SGD has no per-tensor step count): the kernel builds its coefficients once.
+  rules::SgdHyper hyper;
+  double lr;
+  double inv_grad_scale;
+  bool first_step;
 };
 
 // Kernels are typed by the storage dtype. The ISA files contain no dtype dispatch (or any other code that

@@ -75,13 +75,8 @@ template <typename T, bool kMomentum>
 void sgd_typed(const SgdLaunch& launch) {
   using acc_t = at::opmath_type<T>;
   const auto& tensors = launch.tensors;
-  const rules::SgdCoeffs<acc_t> c{static_cast<acc_t>(launch.coeffs.grad_mult),
-                                  static_cast<acc_t>(launch.coeffs.weight_decay),
-                                  static_cast<acc_t>(launch.coeffs.momentum),
-                                  static_cast<acc_t>(launch.coeffs.grad_weight),
-                                  static_cast<acc_t>(launch.coeffs.lr),
-                                  launch.coeffs.first_step,
-                                  launch.coeffs.nesterov};
+  const rules::SgdCoeffs<acc_t> c =
+      rules::sgd_coeffs<acc_t>(launch.hyper, launch.lr, launch.inv_grad_scale, launch.first_step);
   parallel_for_spans(launch.offsets, [&](int64_t t, int64_t begin, int64_t end) {
     const SgdTensor& a = tensors[t];
     if (t + 1 < static_cast<int64_t>(tensors.size())) {

@@ -14,14 +14,11 @@ void sgd_(at::TensorList params, at::TensorList grads, at::TensorList momentum_b
                           grad_scale, found_inf);
   if (a.lists.size() == 0 || a.scalars.found_inf.value_or(false)) return;
   const bool has_momentum = momentum != 0;
-  SgdLaunch launch;
-  launch.coeffs = rules::sgd_coeffs<double>(a.hyper, *a.scalars.lr, *a.scalars.inv_grad_scale, is_first_step);
+  SgdLaunch launch{{}, a.lists.offsets(), a.hyper, *a.scalars.lr, *a.scalars.inv_grad_scale, is_first_step};
   launch.tensors.reserve(a.lists.size());
-  launch.offsets.assign(1, 0);
   for (size_t i = 0; i < a.lists.size(); ++i) {
     launch.tensors.push_back({a.lists.ptr(kSgdParams, i), a.lists.ptr(kSgdGrads, i),
                               has_momentum ? a.lists.ptr(kSgdMomentumBuffers, i) : nullptr, a.lists.numel(i)});
-    launch.offsets.push_back(launch.offsets.back() + a.lists.numel(i));
   }
   active_kernels().sgd[dtype_index(a.lists.dtype())][has_momentum](launch);
   a.lists.finish();

@@ -161,9 +161,9 @@ def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
     groups: dict[tuple[str, torch.device, torch.dtype], list[dict[str, Any]]] = {}
     for state in states:
         for key in keys:
-            t = state[key]
-            if key == "step":
+            if key == "step":  # a 0-dim counter: nothing to stream
                 continue
+            t = state[key]
             if t.numel() > 0 and _is_dense(t):
                 groups.setdefault((key, t.device, t.dtype), []).append(state)
     for (key, device, dtype), members in groups.items():
