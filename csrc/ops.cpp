@@ -8,10 +8,10 @@
 #include <torch/library.h>
 
 #include <string>
+#include <type_traits>
 #include <vector>
 
-#include "common/adam_args.h"
-#include "common/sgd_args.h"
+#include "common/op_list.h"
 
 TORCH_LIBRARY(fused_optim, m) {
   m.set_python_module("fused_optim._meta");
@@ -29,6 +29,33 @@ TORCH_LIBRARY(fused_optim, m) {
       "sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, *, Tensor lr, float weight_decay, "
       "float momentum, float dampening, bool nesterov, bool maximize, bool is_first_step, "
       "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  // RMSprop, plain or centered, with or without momentum: grad_avgs is empty unless centered, momentum_buffers
+  // empty unless momentum > 0. state_steps are advanced (torch.optim keeps the count; the rule does not use it).
+  m.def(
+      "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, Tensor(c!)[] grad_avgs, "
+      "Tensor(d!)[] momentum_buffers, Tensor(e!)[] state_steps, *, Tensor lr, float alpha, float eps, "
+      "float weight_decay, float momentum, bool centered, bool maximize, Tensor? grad_scale=None, "
+      "Tensor? found_inf=None) -> ()");
+  // Adagrad for dense gradients; state_steps are advanced and drive the lr decay.
+  m.def(
+      "adagrad_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state_sums, Tensor(c!)[] state_steps, *, "
+      "Tensor lr, float lr_decay, float weight_decay, float eps, bool maximize, Tensor? grad_scale=None, "
+      "Tensor? found_inf=None) -> ()");
+  // Lion: one momentum buffer per parameter, decoupled weight decay.
+  m.def(
+      "lion_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, *, Tensor lr, float beta1, float beta2, "
+      "float weight_decay, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+  // LAMB, in two passes so the per-tensor norms can be all-reduced in between (sharded parameters):
+  // lamb_moments_ advances the steps, updates the moments and returns float32 squared norms of shape (n, 2)
+  // (parameter, update direction); lamb_apply_ moves the parameters by lr * trust ratio * direction.
+  m.def(
+      "lamb_moments_(Tensor[] params, Tensor[] grads, Tensor(a!)[] exp_avgs, Tensor(b!)[] exp_avg_sqs, "
+      "Tensor(c!)[] state_steps, *, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, "
+      "bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None) -> Tensor");
+  m.def(
+      "lamb_apply_(Tensor(a!)[] params, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, Tensor[] state_steps, "
+      "Tensor sq_norms, *, Tensor lr, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, "
+      "Tensor? found_inf=None) -> ()");
 }
 
 namespace {
@@ -63,10 +90,10 @@ void reject_sparse(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
 template <const char* kName, class Sig>
 struct InPlaceAutograd;
 
-template <const char* kName, class... Args>
-struct InPlaceAutograd<kName, void(Args...)> {
-  static void call(Args... args) {
-    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<void(Args...)>();
+template <const char* kName, class R, class... Args>
+struct InPlaceAutograd<kName, R(Args...)> {
+  static R call(Args... args) {
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<R(Args...)>();
     static const std::vector<bool> mutated = [] {
       std::vector<bool> m;
       for (const auto& a : op.schema().arguments()) m.push_back(a.alias_info() && a.alias_info()->isWrite());
@@ -76,12 +103,22 @@ struct InPlaceAutograd<kName, void(Args...)> {
       size_t i = 0;
       (check_no_grad(args, mutated[i++]), ...);
     }
-    {
+    const auto below_autograd = [&] {
       at::AutoDispatchBelowADInplaceOrView guard;
-      op.call(args...);
+      return op.call(args...);
+    };
+    const auto bump_all = [&] {
+      size_t i = 0;
+      (bump(args, mutated[i++]), ...);
+    };
+    if constexpr (std::is_void_v<R>) {
+      below_autograd();
+      bump_all();
+    } else {  // a fresh result (LAMB's norms), outside autograd
+      R result = below_autograd();
+      bump_all();
+      return result;
     }
-    size_t i = 0;
-    (bump(args, mutated[i++]), ...);
   }
 
  private:
@@ -105,17 +142,21 @@ struct InPlaceAutograd<kName, void(Args...)> {
   static void bump(const T&, bool) {}
 };
 
-constexpr char kAdamName[] = "fused_optim::adam_";
-constexpr char kSgdName[] = "fused_optim::sgd_";
+#define FUSED_OPTIM_NAME(op, sig) constexpr char k_##op##name[] = "fused_optim::" #op;
+FUSED_OPTIM_FOR_EACH_OP(FUSED_OPTIM_NAME)
+#undef FUSED_OPTIM_NAME
 
 TORCH_LIBRARY_IMPL(fused_optim, Autograd, m) {
-  m.impl("adam_", &InPlaceAutograd<kAdamName, fused_optim::AdamSignature>::call);
-  m.impl("sgd_", &InPlaceAutograd<kSgdName, fused_optim::SgdSignature>::call);
+#define FUSED_OPTIM_AUTOGRAD(op, sig) m.impl(#op, &InPlaceAutograd<k_##op##name, sig>::call);
+  FUSED_OPTIM_FOR_EACH_OP(FUSED_OPTIM_AUTOGRAD)
+#undef FUSED_OPTIM_AUTOGRAD
 }
 
 TORCH_LIBRARY_IMPL(fused_optim, SparseCPU, m) {
-  for (const char* op : {"adam_", "sgd_"}) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+#define FUSED_OPTIM_SPARSE(op, sig) m.impl(#op, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+  FUSED_OPTIM_FOR_EACH_OP(FUSED_OPTIM_SPARSE)
 }
 TORCH_LIBRARY_IMPL(fused_optim, SparseCUDA, m) {
-  for (const char* op : {"adam_", "sgd_"}) m.impl(op, torch::CppFunction::makeFromBoxedFunction<&reject_sparse>());
+  FUSED_OPTIM_FOR_EACH_OP(FUSED_OPTIM_SPARSE)
+#undef FUSED_OPTIM_SPARSE
 }

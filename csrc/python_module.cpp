@@ -8,8 +8,7 @@
 #include <vector>
 
 #include "../cuda/launch_plan.h"
-#include "common/adam_args.h"
-#include "common/sgd_args.h"
+#include "common/op_list.h"
 #include "cpu/engine.h"
 #include "cpu/kernels.h"
 
@@ -66,30 +65,32 @@ std::vector<std::tuple<int64_t, int64_t, int64_t>> cpu_spans(const std::vector<i
   return spans;
 }
 
-// The same dispatcher entry as torch.ops.fused_optim.adam_, bound with pybind11: converting long tensor lists
+// The same dispatcher entry as torch.ops.fused_optim.<op>, bound with pybind11: converting long tensor lists
 // here costs a fraction of torch.ops' generic argument parsing (which dominated the step for 1000 small tensors).
-// The optimizers use it in eager mode; under torch.compile they call torch.ops so the compiler sees the op.
-void adam_eager(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
-                const std::vector<at::Tensor>& exp_avgs, const std::vector<at::Tensor>& exp_avg_sqs,
-                const std::vector<at::Tensor>& max_exp_avg_sqs, const std::vector<at::Tensor>& state_steps,
-                const at::Tensor& lr, double beta1, double beta2, double weight_decay, double eps, bool amsgrad,
-                bool maximize, bool decoupled_weight_decay, const std::optional<at::Tensor>& grad_scale,
-                const std::optional<at::Tensor>& found_inf) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fused_optim::adam_", "").typed<fused_optim::AdamSignature>();
-  op.call(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, lr, beta1, beta2, weight_decay, eps,
-          amsgrad, maximize, decoupled_weight_decay, grad_scale, found_inf);
-}
+// The optimizers use these in eager mode, with arguments in schema order (fused_optim._ops arranges that); under
+// torch.compile they call torch.ops so the compiler sees the op.
+template <class T>
+struct PyArg {
+  using type = T;
+};
+template <>
+struct PyArg<at::TensorList> {
+  using type = const std::vector<at::Tensor>&;
+};
 
-void sgd_eager(const std::vector<at::Tensor>& params, const std::vector<at::Tensor>& grads,
-               const std::vector<at::Tensor>& momentum_buffers, const at::Tensor& lr, double weight_decay,
-               double momentum, double dampening, bool nesterov, bool maximize, bool is_first_step,
-               const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
-  static const auto op =
-      c10::Dispatcher::singleton().findSchemaOrThrow("fused_optim::sgd_", "").typed<fused_optim::SgdSignature>();
-  op.call(params, grads, momentum_buffers, lr, weight_decay, momentum, dampening, nesterov, maximize, is_first_step,
-          grad_scale, found_inf);
-}
+template <const char* kName, class Sig>
+struct Eager;
+template <const char* kName, class R, class... Args>
+struct Eager<kName, R(Args...)> {
+  static R call(typename PyArg<Args>::type... args) {
+    static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<R(Args...)>();
+    return op.call(args...);
+  }
+};
+
+#define FUSED_OPTIM_NAME(op, sig) constexpr char k_##op##name[] = "fused_optim::" #op;
+FUSED_OPTIM_FOR_EACH_OP(FUSED_OPTIM_NAME)
+#undef FUSED_OPTIM_NAME
 
 }  // namespace
 
@@ -123,17 +124,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         }
       },
       py::arg("numels"), py::arg("depth"), py::arg("aligned") = true, py::arg("check_threads") = true);
-  m.def("adam_", &adam_eager, py::arg("params"), py::arg("grads"), py::arg("exp_avgs"), py::arg("exp_avg_sqs"),
-        py::arg("max_exp_avg_sqs"), py::arg("state_steps"), py::kw_only(), py::arg("lr"), py::arg("beta1"),
-        py::arg("beta2"), py::arg("weight_decay"), py::arg("eps"), py::arg("amsgrad"), py::arg("maximize"),
-        py::arg("decoupled_weight_decay"), py::arg("grad_scale") = py::none(), py::arg("found_inf") = py::none(),
-        py::call_guard<py::gil_scoped_release>(),
-        "Eager binding of torch.ops.fused_optim.adam_ (same dispatcher entry).");
-  m.def("sgd_", &sgd_eager, py::arg("params"), py::arg("grads"), py::arg("momentum_buffers"), py::kw_only(),
-        py::arg("lr"), py::arg("weight_decay"), py::arg("momentum"), py::arg("dampening"), py::arg("nesterov"),
-        py::arg("maximize"), py::arg("is_first_step"), py::arg("grad_scale") = py::none(),
-        py::arg("found_inf") = py::none(), py::call_guard<py::gil_scoped_release>(),
-        "Eager binding of torch.ops.fused_optim.sgd_ (same dispatcher entry).");
+#define FUSED_OPTIM_EAGER(op, sig)                                                      \
+  m.def(#op, &Eager<k_##op##name, sig>::call, py::call_guard<py::gil_scoped_release>(), \
+        "Eager binding of torch.ops.fused_optim." #op " (same dispatcher entry; positional, in schema order).");
+  FUSED_OPTIM_FOR_EACH_OP(FUSED_OPTIM_EAGER)
+#undef FUSED_OPTIM_EAGER
   m.def("_cpu_spans", &cpu_spans, py::arg("numels"));
   m.attr("chunk_size") = fused_optim::cuda::kChunkSize;
   m.attr("max_blocks_per_launch") = fused_optim::cuda::kMaxBlocks;

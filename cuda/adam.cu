@@ -2,7 +2,6 @@
 // engine. No host synchronisation: lr, grad_scale and found_inf may live on the device (device_scalars.cuh).
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/ops/_foreach_add.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
@@ -61,9 +60,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
 
   const DeviceScalars scalars = DeviceScalars::of("fused_optim.adam_", a.scalars, lr, grad_scale, found_inf);
 
-  // Like torch's fused path: advance every step counter in one launch, let the kernel read the new values, and
-  // take the increment back where found_inf says the step was skipped.
-  at::_foreach_add_(state_steps, 1.0);
+  advance_steps(state_steps);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.lists.dtype(), "fused_optim::adam_", [&] {
     if (amsgrad) {
       launch_adam<scalar_t, true>(a, state_steps, scalars);
@@ -71,7 +68,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
       launch_adam<scalar_t, false>(a, state_steps, scalars);
     }
   });
-  if (scalars.found_inf != nullptr) at::_foreach_add_(state_steps, *found_inf, -1.0);
+  undo_skipped_steps(state_steps, scalars, found_inf);
   a.lists.finish();
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/_foreach_add.h>
 
 #include <optional>
 
@@ -37,10 +38,11 @@ struct DeviceScalars {
   DeviceScalar grad_scale;  // on the host: already the inverse; on the device: the scale itself
   const float* found_inf = nullptr;
 
-  static DeviceScalars of(const char* op, const ScalarArgs& host, const at::Tensor& lr,
+  // lr is absent for an op that does not use it (LAMB's first pass).
+  static DeviceScalars of(const char* op, const ScalarArgs& host, const std::optional<at::Tensor>& lr,
                           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
     DeviceScalars s;
-    s.lr = DeviceScalar::of(op, lr, host.lr);
+    if (lr) s.lr = DeviceScalar::of(op, *lr, host.lr);
     s.grad_scale.host = host.inv_grad_scale.value_or(1.0);
     if (grad_scale && !host.inv_grad_scale) s.grad_scale = DeviceScalar::of(op, *grad_scale, std::nullopt);
     if (found_inf && !host.found_inf) {
@@ -52,5 +54,16 @@ struct DeviceScalars {
   __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0.0f; }
   __device__ double inv_grad_scale() const { return grad_scale.on_device() ? 1.0 / grad_scale.get() : grad_scale.host; }
 };
+
+// Step counters live on the device. Like torch's fused path: advance every counter in one launch before the
+// kernels read the new values, and take the increment back where found_inf (on the device) says the step was
+// skipped, with no host synchronisation either way.
+inline void advance_steps(at::TensorList steps) {
+  at::_foreach_add_(steps, 1.0);
+}
+inline void undo_skipped_steps(at::TensorList steps, const DeviceScalars& scalars,
+                               const std::optional<at::Tensor>& found_inf) {
+  if (scalars.found_inf != nullptr) at::_foreach_add_(steps, *found_inf, -1.0);
+}
 
 }  // namespace fused_optim::cuda

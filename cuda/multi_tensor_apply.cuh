@@ -81,3 +81,34 @@ __device__ inline void apply_elementwise(T* const (&ptr)[N], const BlockRange& r
 }
 
 }  // namespace fused_optim::cuda
+
+namespace fused_optim::cuda {
+
+// Sums a and b over the threads of a block (blockDim.x a multiple of 32, at most 1024); the totals are valid in
+// thread 0. Every thread of the block must call it.
+template <typename T>
+__device__ inline void block_sum2(T& a, T& b) {
+  __shared__ T partial[2][32];
+  const int lane = threadIdx.x % 32;
+  const int warp = threadIdx.x / 32;
+  for (int offset = 16; offset > 0; offset /= 2) {
+    a += __shfl_down_sync(0xffffffffu, a, offset);
+    b += __shfl_down_sync(0xffffffffu, b, offset);
+  }
+  if (lane == 0) {
+    partial[0][warp] = a;
+    partial[1][warp] = b;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const bool live = lane < static_cast<int>(blockDim.x / 32);
+    a = live ? partial[0][lane] : T(0);
+    b = live ? partial[1][lane] : T(0);
+    for (int offset = 16; offset > 0; offset /= 2) {
+      a += __shfl_down_sync(0xffffffffu, a, offset);
+      b += __shfl_down_sync(0xffffffffu, b, offset);
+    }
+  }
+}
+
+}  // namespace fused_optim::cuda

@@ -114,13 +114,15 @@ std::optional<double> host_value(const at::Tensor& t) {
   return t.item<double>();
 }
 
-ScalarArgs prepare_scalars(const char* op, const TensorLists& lists, const at::Tensor& lr,
+ScalarArgs prepare_scalars(const char* op, const TensorLists& lists, const std::optional<at::Tensor>& lr,
                            const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
   const at::Device device = lists.size() ? lists.device() : at::Device(at::kCPU);
   ScalarArgs s;
-  check_scalar_tensor(op, "lr", lr, device);
-  s.lr = host_value(lr);
-  if (s.lr) check_hyperparameter(op, "lr", *s.lr, 0.0, INFINITY);
+  if (lr) {
+    check_scalar_tensor(op, "lr", *lr, device);
+    s.lr = host_value(*lr);
+    if (s.lr) check_hyperparameter(op, "lr", *s.lr, 0.0, INFINITY);
+  }
   if (grad_scale) {
     check_scalar_tensor(op, "grad_scale", *grad_scale, device);
     const auto scale = host_value(*grad_scale);
@@ -143,6 +145,16 @@ void check_steps(const char* op, at::TensorList steps, size_t count, const at::D
     TORCH_CHECK(s.device() == device, op, ": state_steps[", i, "] is on ", s.device(), " but params[", i, "] is on ",
                 device);
   }
+}
+
+std::vector<double> advance_host_steps(at::TensorList steps) {
+  std::vector<double> values(steps.size());
+  for (size_t i = 0; i < steps.size(); ++i) {
+    float* step = static_cast<float*>(steps[i].data_ptr());
+    *step += 1.0f;
+    values[i] = *step;
+  }
+  return values;
 }
 
 void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi, bool hi_open) {

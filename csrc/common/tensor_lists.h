@@ -58,18 +58,20 @@ class TensorLists {
 void check_scalar_tensor(const char* op, const char* name, const at::Tensor& t, const at::Device& device);
 std::optional<double> host_value(const at::Tensor& t);
 
-// The scalar tensors every op takes. Values living on the CPU are read here (no device memory is touched);
-// those on the device stay unset and the CUDA kernels read them in place.
+// The scalar tensors every op takes (lr is absent for an op that does not use it). Values living on the CPU are read
+// here (no device memory is touched); those on the device stay unset and the CUDA kernels read them in place.
 struct ScalarArgs {
   std::optional<double> lr;
   std::optional<double> inv_grad_scale = 1.0;  // 1/grad_scale; 1 without a GradScaler
   std::optional<bool> found_inf = false;
 };
-ScalarArgs prepare_scalars(const char* op, const TensorLists& lists, const at::Tensor& lr,
+ScalarArgs prepare_scalars(const char* op, const TensorLists& lists, const std::optional<at::Tensor>& lr,
                            const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf);
 
 // Step counters: one float32 element per parameter, on `device`.
 void check_steps(const char* op, at::TensorList steps, size_t count, const at::Device& device);
+// Adds one to each (CPU) step counter and returns the new values.
+std::vector<double> advance_host_steps(at::TensorList steps);
 
 // Finite and in [lo, hi], or [lo, hi) when hi_open (betas must stay below 1).
 void check_hyperparameter(const char* op, const char* name, double value, double lo, double hi, bool hi_open = false);

@@ -6,11 +6,16 @@
 #include <c10/core/ScalarType.h>
 #include <c10/util/Exception.h>
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "../rules/adagrad.h"
 #include "../rules/adam.h"
+#include "../rules/lamb.h"
+#include "../rules/lion.h"
+#include "../rules/rmsprop.h"
 #include "../rules/sgd.h"
 
 namespace fused_optim::cpu {
@@ -47,6 +52,34 @@ struct SgdLaunch {
   bool first_step;
 };
 
+// A tensor as the kernels of RMSprop, Adagrad, Lion and LAMB see it: its arrays in the order of the op's lists
+// (lists an op call leaves empty are skipped, not left as holes) and two per-tensor values.
+struct TensorSlots {
+  static constexpr size_t kMaxArrays = 5;
+  std::array<void*, kMaxArrays> ptr;
+  int64_t numel;
+  double step;   // the step count after this step's increment (Adagrad, LAMB)
+  double scale;  // LAMB's second pass: lr * trust ratio
+};
+
+// Everything one op call hands its kernel: the tensors, where each starts in the concatenation, and the scalars
+// that are the same for all tensors.
+template <typename Hyper>
+struct ListLaunch {
+  std::vector<TensorSlots> tensors;
+  std::vector<int64_t> offsets;
+  Hyper hyper;
+  double lr;
+  double inv_grad_scale;
+};
+
+// LAMB's first pass also sums squares: thread k adds tensor t's (param, direction) squared norms into
+// partials[(k * n + t) * 2 + {0, 1}], zeroed by the caller, which reduces them in thread order (deterministic).
+struct LambMomentsLaunch : ListLaunch<rules::LambHyper> {
+  double* partials;
+  int64_t threads;  // rows of partials: at::get_num_threads() when the caller allocated them
+};
+
 // Kernels are typed by the storage dtype. The ISA files contain no dtype dispatch (or any other code that
 // could throw): everything that is not ISA-specific stays in the baseline-compiled bindings, so no shared
 // inline function gets linked in an AVX-512 flavour.
@@ -63,12 +96,22 @@ inline DtypeIndex dtype_index(c10::ScalarType t) {
 
 using AdamKernel = void (*)(const AdamLaunch&);
 using SgdKernel = void (*)(const SgdLaunch&);
+using RmspropKernel = void (*)(const ListLaunch<rules::RmspropHyper>&);
+using AdagradKernel = void (*)(const ListLaunch<rules::AdagradHyper>&);
+using LionKernel = void (*)(const ListLaunch<rules::LionHyper>&);
+using LambMomentsKernel = void (*)(const LambMomentsLaunch&);
+using LambApplyKernel = void (*)(const ListLaunch<rules::LambHyper>&);
 
 // One entry per instruction set the build compiled.
 struct KernelTable {
   const char* isa;
-  AdamKernel adam[kNumDtypes][2];  // [dtype][amsgrad]
-  SgdKernel sgd[kNumDtypes][2];    // [dtype][momentum != 0]
+  AdamKernel adam[kNumDtypes][2];        // [dtype][amsgrad]
+  SgdKernel sgd[kNumDtypes][2];          // [dtype][momentum != 0]
+  RmspropKernel rmsprop[kNumDtypes][4];  // [dtype][2 * centered + (momentum != 0)]
+  AdagradKernel adagrad[kNumDtypes];
+  LionKernel lion[kNumDtypes];
+  LambMomentsKernel lamb_moments[kNumDtypes];
+  LambApplyKernel lamb_apply[kNumDtypes];
 };
 
 #define FUSED_OPTIM_DECLARE_ISA(NS) \

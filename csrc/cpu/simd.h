@@ -26,6 +26,21 @@ template <>
 inline at::vec::Vectorized<double> max(at::vec::Vectorized<double> a, at::vec::Vectorized<double> b) {
   return at::vec::maximum(a, b);
 }
+template <typename V>
+inline V vec_sign(V x) {
+  // gt/lt give 1.0 or 0.0 per lane; blending x back keeps +-0 and NaN as torch.sign does.
+  const V zero(0);
+  const V s = x.gt(zero) - x.lt(zero);
+  return V::blendv(s, x, (x == zero) | x.isnan());
+}
+template <>
+inline at::vec::Vectorized<float> sign(at::vec::Vectorized<float> x) {
+  return vec_sign(x);
+}
+template <>
+inline at::vec::Vectorized<double> sign(at::vec::Vectorized<double> x) {
+  return vec_sign(x);
+}
 }  // namespace fused_optim::math
 
 namespace fused_optim::cpu {

@@ -41,7 +41,8 @@ struct AdamCoeffs {
 // `step` is the step count after this step's increment (1 on the first step); `inv_grad_scale` is 1 unless a
 // GradScaler's scale is being undone inside the kernel.
 template <typename S>
-C10_HOST_DEVICE inline AdamCoeffs<S> adam_coeffs(const AdamHyper& h, double lr, double step, double inv_grad_scale) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE AdamCoeffs<S> adam_coeffs(const AdamHyper& h, double lr, double step,
+                                                            double inv_grad_scale) {
   const double bc1 = 1.0 - ::pow(h.beta1, step);
   const double bc2 = 1.0 - ::pow(h.beta2, step);
   AdamCoeffs<S> c;

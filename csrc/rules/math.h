@@ -14,6 +14,16 @@ template <typename T>
 C10_HOST_DEVICE T sqrt(T x);
 template <typename T>
 C10_HOST_DEVICE T max(T a, T b);
+// -1, 0 or +1 (NaN stays NaN), like torch.sign.
+template <typename T>
+C10_HOST_DEVICE T sign(T x);
+
+// torch.lerp's two-sided formula (start + w * (end - start) for w < 0.5, else end - (end - start) * (1 - w)),
+// so moving averages round as torch.optim's do. w is a per-call scalar, so the branch is uniform.
+template <typename T, typename S>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T lerp(T start, T end, S w) {
+  return w < S(0.5) ? start + T(w) * (end - start) : end - (end - start) * T(S(1) - w);
+}
 
 template <>
 C10_HOST_DEVICE C10_ALWAYS_INLINE float sqrt<float>(float x) {
@@ -31,6 +41,15 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE float max<float>(float a, float b) {
 template <>
 C10_HOST_DEVICE C10_ALWAYS_INLINE double max<double>(double a, double b) {
   return (a != a || a > b) ? a : b;
+}
+
+template <>
+C10_HOST_DEVICE C10_ALWAYS_INLINE float sign<float>(float x) {
+  return x > 0.0f ? 1.0f : x < 0.0f ? -1.0f : x;  // x is +-0 or NaN here
+}
+template <>
+C10_HOST_DEVICE C10_ALWAYS_INLINE double sign<double>(double x) {
+  return x > 0.0 ? 1.0 : x < 0.0 ? -1.0 : x;
 }
 
 }  // namespace fused_optim::math

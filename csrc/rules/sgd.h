@@ -28,7 +28,8 @@ struct SgdCoeffs {
 };
 
 template <typename S>
-C10_HOST_DEVICE inline SgdCoeffs<S> sgd_coeffs(const SgdHyper& h, double lr, double inv_grad_scale, bool first_step) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE SgdCoeffs<S> sgd_coeffs(const SgdHyper& h, double lr, double inv_grad_scale,
+                                                          bool first_step) {
   return {static_cast<S>(h.maximize ? -inv_grad_scale : inv_grad_scale),
           static_cast<S>(h.weight_decay),
           static_cast<S>(h.momentum),

@@ -14,7 +14,7 @@ from . import _loader
 _C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, CUDA kernels)
 
 from . import _meta  # noqa: E402, F401  (fake kernels need the operators registered first)
-from .optim import SGD, Adam, AdamW, FusedOptimizer  # noqa: E402
+from .optim import LAMB, SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -31,4 +31,15 @@ def build_info() -> dict[str, object]:
     }
 
 
-__all__ = ["SGD", "Adam", "AdamW", "FusedOptimizer", "build_info", "__version__"]
+__all__ = [
+    "SGD",
+    "RMSprop",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Lion",
+    "LAMB",
+    "FusedOptimizer",
+    "build_info",
+    "__version__",
+]

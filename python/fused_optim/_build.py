@@ -20,12 +20,23 @@ CPU_SOURCES = [
     "csrc/cpu/isa.cpp",
     "csrc/cpu/adam.cpp",
     "csrc/cpu/sgd.cpp",
+    "csrc/cpu/rmsprop.cpp",
+    "csrc/cpu/adagrad.cpp",
+    "csrc/cpu/lion.cpp",
+    "csrc/cpu/lamb.cpp",
     # The same kernels, compiled once per instruction set (csrc/cpu/isa_target.h).
     "csrc/cpu/kernels_default.cpp",
     "csrc/cpu/kernels_avx2.cpp",
     "csrc/cpu/kernels_avx512.cpp",
 ]
-CUDA_SOURCES = ["cuda/adam.cu", "cuda/sgd.cu"]
+CUDA_SOURCES = [
+    "cuda/adam.cu",
+    "cuda/sgd.cu",
+    "cuda/rmsprop.cu",
+    "cuda/adagrad.cu",
+    "cuda/lion.cu",
+    "cuda/lamb.cu",
+]
 #: Python-facing sources, left out of the plain C++ library that CMakeLists.txt builds.
 PYTHON_SOURCES = ["csrc/python_module.cpp"]
 HEADER_DIRS = ["csrc", "csrc/rules", "csrc/cpu", "csrc/common", "cuda"]

@@ -9,11 +9,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+_MAY_BE_EMPTY = ("max_exp_avg_sqs", "momentum_buffers", "grad_avgs")
+
 
 def _check_lists(op: str, params: list[Tensor], **lists: list[Tensor]) -> None:
     for name, tensors in lists.items():
         torch._check(
-            len(tensors) == len(params) or (name in ("max_exp_avg_sqs", "momentum_buffers") and len(tensors) == 0),
+            len(tensors) == len(params) or (name in _MAY_BE_EMPTY and len(tensors) == 0),
             lambda name=name, tensors=tensors: f"{op}: {name} has {len(tensors)} tensors but params has {len(params)}",
         )
         for i, (t, p) in enumerate(zip(tensors, params)):
@@ -84,3 +86,124 @@ def _sgd_fake(
 ) -> None:
     _check_lists("fused_optim.sgd_", params, grads=grads, momentum_buffers=momentum_buffers)
     torch._check(lr.numel() == 1, lambda: "fused_optim.sgd_: lr must have one element")
+
+
+@torch.library.register_fake("fused_optim::rmsprop_")
+def _rmsprop_fake(
+    params: list[Tensor],
+    grads: list[Tensor],
+    square_avgs: list[Tensor],
+    grad_avgs: list[Tensor],
+    momentum_buffers: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: Tensor,
+    alpha: float,
+    eps: float,
+    weight_decay: float,
+    momentum: float,
+    centered: bool,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    _check_lists(
+        "fused_optim.rmsprop_",
+        params,
+        grads=grads,
+        square_avgs=square_avgs,
+        grad_avgs=grad_avgs,
+        momentum_buffers=momentum_buffers,
+        state_steps=state_steps,
+    )
+    torch._check(lr.numel() == 1, lambda: "fused_optim.rmsprop_: lr must have one element")
+
+
+@torch.library.register_fake("fused_optim::adagrad_")
+def _adagrad_fake(
+    params: list[Tensor],
+    grads: list[Tensor],
+    state_sums: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    lr: Tensor,
+    lr_decay: float,
+    weight_decay: float,
+    eps: float,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    _check_lists("fused_optim.adagrad_", params, grads=grads, state_sums=state_sums, state_steps=state_steps)
+    torch._check(lr.numel() == 1, lambda: "fused_optim.adagrad_: lr must have one element")
+
+
+@torch.library.register_fake("fused_optim::lion_")
+def _lion_fake(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    *,
+    lr: Tensor,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> None:
+    _check_lists("fused_optim.lion_", params, grads=grads, exp_avgs=exp_avgs)
+    torch._check(lr.numel() == 1, lambda: "fused_optim.lion_: lr must have one element")
+
+
+@torch.library.register_fake("fused_optim::lamb_moments_")
+def _lamb_moments_fake(
+    params: list[Tensor],
+    grads: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
+    found_inf: Tensor | None = None,
+) -> Tensor:
+    _check_lists(
+        "fused_optim.lamb_moments_",
+        params,
+        grads=grads,
+        exp_avgs=exp_avgs,
+        exp_avg_sqs=exp_avg_sqs,
+        state_steps=state_steps,
+    )
+    device = params[0].device if params else torch.device("cpu")
+    return torch.empty((len(params), 2), dtype=torch.float32, device=device)
+
+
+@torch.library.register_fake("fused_optim::lamb_apply_")
+def _lamb_apply_fake(
+    params: list[Tensor],
+    exp_avgs: list[Tensor],
+    exp_avg_sqs: list[Tensor],
+    state_steps: list[Tensor],
+    sq_norms: Tensor,
+    *,
+    lr: Tensor,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    weight_decay: float,
+    bias_correction: bool,
+    found_inf: Tensor | None = None,
+) -> None:
+    _check_lists("fused_optim.lamb_apply_", params, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, state_steps=state_steps)
+    torch._check(
+        tuple(sq_norms.shape) == (len(params), 2),
+        lambda: f"fused_optim.lamb_apply_: sq_norms must have shape ({len(params)}, 2), got {tuple(sq_norms.shape)}",
+    )
+    torch._check(lr.numel() == 1, lambda: "fused_optim.lamb_apply_: lr must have one element")

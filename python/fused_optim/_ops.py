@@ -16,15 +16,25 @@ import torch
 from . import _C
 
 
-def _operator(name: str) -> Callable[..., None]:
+def _operator(name: str) -> Callable[..., Any]:
     eager = getattr(_C, name)
     traced = getattr(torch.ops.fused_optim, name)
+    arguments = traced.default._schema.arguments
+    names = [a.name for a in arguments]
+    defaults = {a.name: a.default_value for a in arguments if a.has_default_value()}
 
-    def call(*args: Any, **kwargs: Any) -> None:
+    def call(*args: Any, **kwargs: Any) -> Any:
         if torch.compiler.is_compiling():
-            traced(*args, **kwargs)
-        else:
-            eager(*args, **kwargs)
+            return traced(*args, **kwargs)
+        if kwargs:  # the eager binding takes every argument positionally, in schema order
+            try:
+                rest = [kwargs.pop(n) if n in kwargs else defaults[n] for n in names[len(args) :]]
+            except KeyError as e:
+                raise TypeError(f"fused_optim.{name}: missing argument {e}") from None
+            if kwargs:
+                raise TypeError(f"fused_optim.{name}: unexpected arguments {sorted(kwargs)}")
+            args = (*args, *rest)
+        return eager(*args)
 
     call.__name__ = name
     call.__doc__ = f"torch.ops.fused_optim.{name}, called the cheapest way for the current mode."
@@ -33,3 +43,8 @@ def _operator(name: str) -> Callable[..., None]:
 
 adam_ = _operator("adam_")
 sgd_ = _operator("sgd_")
+rmsprop_ = _operator("rmsprop_")
+adagrad_ = _operator("adagrad_")
+lion_ = _operator("lion_")
+lamb_moments_ = _operator("lamb_moments_")
+lamb_apply_ = _operator("lamb_apply_")

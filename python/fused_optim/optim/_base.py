@@ -189,6 +189,24 @@ def _is_dense(t: Tensor) -> bool:
     return True
 
 
+def check_lr(lr: float | Tensor) -> None:
+    """torch.optim's checks and messages for ``lr``, so code that catches them keeps working."""
+    if isinstance(lr, Tensor):
+        if lr.numel() != 1:
+            raise ValueError("Tensor lr must be 1-element")
+        if not lr.is_floating_point():
+            raise ValueError(f"Tensor lr must be floating point, got {lr.dtype}")
+    if not lr >= 0.0:
+        raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_betas(betas: tuple[float, float], *, closed: bool = False) -> None:
+    """Each beta in [0, 1), or [0, 1] with ``closed`` (Lion's betas may be 1), with torch.optim's message."""
+    for i, beta in enumerate(betas):
+        if not (0.0 <= beta <= 1.0 if closed else 0.0 <= beta < 1.0):
+            raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
+
+
 def _lr_tensor(lr: float | Tensor, device: torch.device) -> Tensor:
     """lr as the one-element tensor the operators take: a float goes to the CPU, a tensor stays where it is
     unless it is on another accelerator."""

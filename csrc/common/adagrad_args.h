@@ -1,0 +1,44 @@
+// Argument handling for adagrad_ shared by the CPU and CUDA bindings.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+
+#include <optional>
+
+#include "../rules/adagrad.h"
+#include "tensor_lists.h"
+
+namespace fused_optim {
+
+// The C++ signature of fused_optim::adagrad_ (the schema is in csrc/ops.cpp).
+using AdagradSignature = void(at::TensorList params, at::TensorList grads, at::TensorList state_sums,
+                              at::TensorList state_steps, const at::Tensor& lr, double lr_decay, double weight_decay,
+                              double eps, bool maximize, const std::optional<at::Tensor>& grad_scale,
+                              const std::optional<at::Tensor>& found_inf);
+
+enum AdagradList : size_t { kAdagradParams, kAdagradGrads, kAdagradSums };
+
+struct AdagradArgs {
+  TensorLists lists;
+  rules::AdagradHyper hyper;
+  ScalarArgs scalars;
+};
+
+inline AdagradArgs prepare_adagrad(at::TensorList params, at::TensorList grads, at::TensorList state_sums,
+                                   at::TensorList state_steps, const at::Tensor& lr, double lr_decay,
+                                   double weight_decay, double eps, bool maximize,
+                                   const std::optional<at::Tensor>& grad_scale,
+                                   const std::optional<at::Tensor>& found_inf) {
+  constexpr const char* op = "fused_optim.adagrad_";
+  check_hyperparameter(op, "lr_decay", lr_decay, 0.0, INFINITY);
+  check_hyperparameter(op, "weight_decay", weight_decay, 0.0, INFINITY);
+  check_hyperparameter(op, "eps", eps, 0.0, INFINITY);
+  AdagradArgs a{TensorLists(op, {{"params", params, true}, {"grads", grads, false}, {"state_sums", state_sums, true}}),
+                {lr_decay, weight_decay, eps, maximize},
+                {}};
+  check_steps(op, state_steps, a.lists.size(), a.lists.size() ? a.lists.device() : at::Device(at::kCPU));
+  a.scalars = prepare_scalars(op, a.lists, lr, grad_scale, found_inf);
+  return a;
+}
+
+}  // namespace fused_optim

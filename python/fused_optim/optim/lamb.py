@@ -1,0 +1,107 @@
+"""LAMB on the fused multi-tensor kernels (update rule: csrc/rules/lamb.h)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .. import _ops
+from ._base import Bucket, FusedOptimizer, check_betas, check_lr
+
+
+class LAMB(FusedOptimizer):
+    """LAMB, layer-wise adaptive moments (You et al., 2019, "Large Batch Optimization for Deep Learning").
+
+    Each tensor's Adam-style update ``u = m_hat / (sqrt(v_hat) + eps) + weight_decay * p`` is scaled by the trust
+    ratio ``||p|| / ||u||`` (1 when either norm is 0), so every layer moves by a step proportional to its own size.
+    The norms are computed by the same fused pass that updates the moments (no extra pass over the gradients).
+
+    When parameters are sharded across ranks (each rank holding a slice of every tensor), pass the group of ranks
+    that share the tensors as ``process_group``: the squared norms are summed over it with
+    ``torch.distributed.all_reduce`` (one call per step and dtype), so every rank applies the trust ratio of the
+    whole tensor. The process group is not part of the state_dict.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate, a float or a one-element tensor.
+        betas: coefficients of the running averages of the gradient and its square.
+        eps: added to the denominator for numerical stability.
+        weight_decay: added to the update as ``weight_decay * p`` before the trust ratio (as in the paper).
+        bias_correction: divide the moments by ``1 - beta^t`` as Adam does.
+        maximize: maximize the objective instead of minimizing it.
+        process_group: ranks over which the per-tensor norms are all-reduced (sharded parameters); None for none.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]],
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-6,
+        weight_decay: float = 0.01,
+        *,
+        bias_correction: bool = True,
+        maximize: bool = False,
+        process_group: dist.ProcessGroup | None = None,
+    ) -> None:
+        check_lr(lr)
+        check_betas(betas)
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        defaults = dict(
+            lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, maximize=maximize
+        )
+        super().__init__(params, defaults)
+        self.process_group = process_group
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Optimizer.__getstate__ leaves the process group out (it cannot be pickled): a copy has none.
+        super().__setstate__(state)
+        self.__dict__.setdefault("process_group", None)
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq", "step")
+
+    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def _launch(
+        self,
+        group: dict[str, Any],
+        bucket: Bucket,
+        grads: list[Tensor],
+        lr: Tensor,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        hyper = dict(
+            beta1=float(beta1),
+            beta2=float(beta2),
+            eps=float(group["eps"]),
+            weight_decay=float(group["weight_decay"]),
+            bias_correction=group["bias_correction"],
+        )
+        exp_avgs, exp_avg_sqs, steps = bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bucket.state["step"]
+        sq_norms = _ops.lamb_moments_(
+            bucket.params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+            maximize=group["maximize"],
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+            **hyper,
+        )
+        if self.process_group is not None:
+            dist.all_reduce(sq_norms, group=self.process_group)
+        _ops.lamb_apply_(bucket.params, exp_avgs, exp_avg_sqs, steps, sq_norms, lr=lr, found_inf=found_inf, **hyper)

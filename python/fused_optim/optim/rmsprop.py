@@ -1,0 +1,114 @@
+"""RMSprop on the fused multi-tensor kernels (update rule: csrc/rules/rmsprop.h)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from .. import _ops
+from ._base import Bucket, FusedOptimizer, check_lr
+
+
+class RMSprop(FusedOptimizer):
+    """RMSprop with torch.optim.RMSprop's arguments, defaults, state keys and state_dict.
+
+    torch.optim has no fused RMSprop (only foreach and for-loop paths); this one is a single kernel call per
+    (device, dtype) of each param group. State: ``step``, ``square_avg``, plus ``momentum_buffer`` when
+    ``momentum > 0`` and ``grad_avg`` when ``centered``. ``foreach`` and ``capturable`` are accepted for
+    compatibility; on CUDA the step never synchronizes with the host.
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate, a float or a one-element tensor.
+        alpha: smoothing constant of the running average of squared gradients.
+        eps: added to the denominator for numerical stability.
+        weight_decay: L2 penalty.
+        momentum: momentum factor.
+        centered: normalize by an estimate of the gradient's variance instead of its second moment.
+        maximize: maximize the objective instead of minimizing it.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]],
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+    ) -> None:
+        # torch.optim.RMSprop's checks and messages.
+        check_lr(lr)
+        if not eps >= 0.0:
+            raise ValueError(f"Invalid epsilon value: {eps}")
+        if not momentum >= 0.0:
+            raise ValueError(f"Invalid momentum value: {momentum}")
+        if not weight_decay >= 0.0:
+            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        if not alpha >= 0.0:
+            raise ValueError(f"Invalid alpha value: {alpha}")
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            alpha=alpha,
+            eps=eps,
+            centered=centered,
+            weight_decay=weight_decay,
+            capturable=capturable,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+        )
+        super().__init__(params, defaults)
+
+    def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
+        keys = ["square_avg"]
+        if group["momentum"] > 0:
+            keys.append("momentum_buffer")
+        if group["centered"]:
+            keys.append("grad_avg")
+        return (*keys, "step")
+
+    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+        for key in self._state_keys(group)[:-1]:
+            state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+
+    def _launch(
+        self,
+        group: dict[str, Any],
+        bucket: Bucket,
+        grads: list[Tensor],
+        lr: Tensor,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+    ) -> None:
+        momentum, centered = float(group["momentum"]), group["centered"]
+        for key, needed in (("momentum_buffer", momentum > 0), ("grad_avg", centered)):
+            if needed and key not in bucket.state:
+                raise RuntimeError(f"RMSprop: {key} is needed but the state has none; recreate the optimizer")
+        _ops.rmsprop_(
+            bucket.params,
+            grads,
+            bucket.state["square_avg"],
+            bucket.state["grad_avg"] if centered else [],
+            bucket.state["momentum_buffer"] if momentum > 0 else [],
+            bucket.state["step"],
+            lr=lr,
+            alpha=float(group["alpha"]),
+            eps=float(group["eps"]),
+            weight_decay=float(group["weight_decay"]),
+            momentum=momentum,
+            centered=centered,
+            maximize=group["maximize"],
+            grad_scale=grad_scale,
+            found_inf=found_inf,
+        )
