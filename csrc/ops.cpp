@@ -45,16 +45,17 @@ TORCH_LIBRARY(fused_optim, m) {
   m.def(
       "lion_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, *, Tensor lr, float beta1, float beta2, "
       "float weight_decay, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
-  // LAMB, in two passes so the per-tensor norms can be all-reduced in between (sharded parameters):
-  // lamb_moments_ advances the steps, updates the moments and returns float32 squared norms of shape (n, 2)
-  // (parameter, update direction); lamb_apply_ moves the parameters by lr * trust ratio * direction.
+  // LAMB, in two passes so the per-tensor norms can be all-reduced in between (sharded parameters): lamb_norms
+  // changes nothing and returns the squared norms of each parameter and of its update direction, shape (n, 2);
+  // lamb_ advances the steps, updates the moments and moves the parameters by lr * trust ratio * direction.
   m.def(
-      "lamb_moments_(Tensor[] params, Tensor[] grads, Tensor(a!)[] exp_avgs, Tensor(b!)[] exp_avg_sqs, "
-      "Tensor(c!)[] state_steps, *, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, "
-      "bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None) -> Tensor");
+      "lamb_norms(Tensor[] params, Tensor[] grads, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, Tensor[] state_steps, "
+      "*, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, bool maximize, "
+      "Tensor? grad_scale=None) -> Tensor");
   m.def(
-      "lamb_apply_(Tensor(a!)[] params, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, Tensor[] state_steps, "
-      "Tensor sq_norms, *, Tensor lr, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, "
+      "lamb_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
+      "Tensor(d!)[] state_steps, Tensor sq_norms, *, Tensor lr, float beta1, float beta2, float eps, "
+      "float weight_decay, bool bias_correction, bool maximize, Tensor? grad_scale=None, "
       "Tensor? found_inf=None) -> ()");
 }
 

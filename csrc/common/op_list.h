@@ -10,11 +10,11 @@
 #include "sgd_args.h"
 
 // X(name, signature) for each operator.
-#define FUSED_OPTIM_FOR_EACH_OP(X)                    \
-  X(adam_, fused_optim::AdamSignature)                \
-  X(sgd_, fused_optim::SgdSignature)                  \
-  X(rmsprop_, fused_optim::RmspropSignature)          \
-  X(adagrad_, fused_optim::AdagradSignature)          \
-  X(lion_, fused_optim::LionSignature)                \
-  X(lamb_moments_, fused_optim::LambMomentsSignature) \
-  X(lamb_apply_, fused_optim::LambApplySignature)
+#define FUSED_OPTIM_FOR_EACH_OP(X)               \
+  X(adam_, fused_optim::AdamSignature)           \
+  X(sgd_, fused_optim::SgdSignature)             \
+  X(rmsprop_, fused_optim::RmspropSignature)     \
+  X(adagrad_, fused_optim::AdagradSignature)     \
+  X(lion_, fused_optim::LionSignature)           \
+  X(lamb_norms, fused_optim::LambNormsSignature) \
+  X(lamb_, fused_optim::LambSignature)

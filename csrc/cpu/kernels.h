@@ -73,9 +73,9 @@ struct ListLaunch {
   double inv_grad_scale;
 };
 
-// LAMB's first pass also sums squares: thread k adds tensor t's (param, direction) squared norms into
+// LAMB's first pass only sums squares: thread k adds tensor t's (param, direction) squared norms into
 // partials[(k * n + t) * 2 + {0, 1}], zeroed by the caller, which reduces them in thread order (deterministic).
-struct LambMomentsLaunch : ListLaunch<rules::LambHyper> {
+struct LambNormsLaunch : ListLaunch<rules::LambHyper> {
   double* partials;
   int64_t threads;  // rows of partials: at::get_num_threads() when the caller allocated them
 };
@@ -99,8 +99,8 @@ using SgdKernel = void (*)(const SgdLaunch&);
 using RmspropKernel = void (*)(const ListLaunch<rules::RmspropHyper>&);
 using AdagradKernel = void (*)(const ListLaunch<rules::AdagradHyper>&);
 using LionKernel = void (*)(const ListLaunch<rules::LionHyper>&);
-using LambMomentsKernel = void (*)(const LambMomentsLaunch&);
-using LambApplyKernel = void (*)(const ListLaunch<rules::LambHyper>&);
+using LambNormsKernel = void (*)(const LambNormsLaunch&);
+using LambKernel = void (*)(const ListLaunch<rules::LambHyper>&);
 
 // One entry per instruction set the build compiled.
 struct KernelTable {
@@ -110,8 +110,8 @@ struct KernelTable {
   RmspropKernel rmsprop[kNumDtypes][4];  // [dtype][2 * centered + (momentum != 0)]
   AdagradKernel adagrad[kNumDtypes];
   LionKernel lion[kNumDtypes];
-  LambMomentsKernel lamb_moments[kNumDtypes];
-  LambApplyKernel lamb_apply[kNumDtypes];
+  LambNormsKernel lamb_norms[kNumDtypes];
+  LambKernel lamb[kNumDtypes];
 };
 
 #define FUSED_OPTIM_DECLARE_ISA(NS) \

@@ -172,7 +172,7 @@ struct SquareSum {
 };
 
 template <typename T>
-void lamb_moments_typed(const LambMomentsLaunch& launch) {
+void lamb_norms_typed(const LambNormsLaunch& launch) {
   using acc_t = at::opmath_type<T>;
   using Vec = Vectorized<acc_t>;
   const int64_t n = static_cast<int64_t>(launch.tensors.size());
@@ -180,8 +180,8 @@ void lamb_moments_typed(const LambMomentsLaunch& launch) {
     const auto c = rules::lamb_coeffs<acc_t>(launch.hyper, s.step, launch.inv_grad_scale);
     SquareSum<Vec> param_vec, dir_vec;
     SquareSum<acc_t> param_tail, dir_tail;
-    for_each_block<T, 4, 0b11>(ptrs, begin, end, [&](auto& x) {
-      const auto u = rules::lamb_moments(x[0], x[1], x[2], x[3], c);
+    for_each_block<T, 4, 0b1111>(ptrs, begin, end, [&](auto& x) {  // stores nothing
+      const auto u = rules::lamb_direction(x[0], x[1], x[2], x[3], c);
       if constexpr (std::is_same_v<std::decay_t<decltype(u)>, Vec>) {
         param_vec.add(x[0]);
         dir_vec.add(u);
@@ -203,12 +203,13 @@ void lamb_moments_typed(const LambMomentsLaunch& launch) {
 }
 
 template <typename T>
-void lamb_apply_typed(const ListLaunch<rules::LambHyper>& launch) {
+void lamb_typed(const ListLaunch<rules::LambHyper>& launch) {
   using acc_t = at::opmath_type<T>;
-  walk<T, 3>(launch, [&](int64_t, const TensorSlots& s, const std::array<T*, 3>& ptrs, int64_t begin, int64_t end) {
+  walk<T, 4>(launch, [&](int64_t, const TensorSlots& s, const std::array<T*, 4>& ptrs, int64_t begin, int64_t end) {
     const auto c = rules::lamb_coeffs<acc_t>(launch.hyper, s.step, launch.inv_grad_scale);
     const auto lr_ratio = static_cast<acc_t>(s.scale);
-    for_each_block<T, 3, 0b110>(ptrs, begin, end, [&](auto& x) { rules::lamb_apply(x[0], x[1], x[2], lr_ratio, c); });
+    for_each_block<T, 4, 0b10>(ptrs, begin, end,
+                               [&](auto& x) { rules::lamb_update(x[0], x[1], x[2], x[3], lr_ratio, c); });
   });
 }
 
@@ -234,10 +235,9 @@ const KernelTable kernels{
 #undef FUSED_OPTIM_RMSPROP
     {&adagrad_typed<float>, &adagrad_typed<double>, &adagrad_typed<c10::Half>, &adagrad_typed<c10::BFloat16>},
     {&lion_typed<float>, &lion_typed<double>, &lion_typed<c10::Half>, &lion_typed<c10::BFloat16>},
-    {&lamb_moments_typed<float>, &lamb_moments_typed<double>, &lamb_moments_typed<c10::Half>,
-     &lamb_moments_typed<c10::BFloat16>},
-    {&lamb_apply_typed<float>, &lamb_apply_typed<double>, &lamb_apply_typed<c10::Half>,
-     &lamb_apply_typed<c10::BFloat16>}};
+    {&lamb_norms_typed<float>, &lamb_norms_typed<double>, &lamb_norms_typed<c10::Half>,
+     &lamb_norms_typed<c10::BFloat16>},
+    {&lamb_typed<float>, &lamb_typed<double>, &lamb_typed<c10::Half>, &lamb_typed<c10::BFloat16>}};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace fused_optim::cpu

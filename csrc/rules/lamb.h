@@ -3,9 +3,11 @@
 //
 // LAMB scales each tensor's Adam-style update u by the trust ratio ||param|| / ||u||, which needs the norms of
 // whole tensors (all-reduced across ranks when parameters are sharded) before any parameter may change. So a
-// step is two passes: lamb_moments() updates the moments and yields u for the norms; after the norms are known,
-// lamb_direction() recomputes u from the stored moments (cheaper than storing u: no extra memory, one fewer
-// array to write and read) and the parameter moves by lr * ratio * u.
+// step is two passes over the same inputs: the first computes the new moments and u in registers, keeps only the
+// sums of squares and stores nothing; the second recomputes exactly the same values, stores the moments and moves
+// the parameter by lr * ratio * u. Recomputing (rather than storing u, or taking u from the stored moments) keeps
+// both passes bit-identical in the compute type: moments rounded to fp16 can underflow to 0, and a direction
+// recomputed from them would not be the one the norm was taken of.
 #pragma once
 
 #include <c10/macros/Macros.h>
@@ -50,21 +52,16 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE LambCoeffs<S> lamb_coeffs(const LambHyper& h, 
           static_cast<S>(1.0 / ::sqrt(bc2))};
 }
 
-// The update direction: the bias-corrected Adam ratio plus the weight decay term (the paper's r + lambda * x).
+// Per element: updates the moments (in the compute type) and returns the direction, the bias-corrected Adam ratio
+// plus the weight decay term (the paper's r + lambda * x).
 template <typename T, typename S>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T lamb_direction(T param, T exp_avg, T exp_avg_sq, const LambCoeffs<S>& c) {
-  T u = exp_avg * T(c.inv_bc1) / (math::sqrt(exp_avg_sq) * T(c.inv_bc2_sqrt) + T(c.eps));
-  if (c.weight_decay != S(0)) u = u + T(c.weight_decay) * param;
-  return u;
-}
-
-// Pass 1, per element: update the moments and return the direction (whose squares the caller sums).
-template <typename T, typename S>
-C10_HOST_DEVICE C10_ALWAYS_INLINE T lamb_moments(T param, T grad, T& exp_avg, T& exp_avg_sq, const LambCoeffs<S>& c) {
+C10_HOST_DEVICE C10_ALWAYS_INLINE T lamb_direction(T param, T grad, T& exp_avg, T& exp_avg_sq, const LambCoeffs<S>& c) {
   const T g = grad * T(c.grad_mult);
   exp_avg = math::lerp(exp_avg, g, c.beta1_comp);
   exp_avg_sq = exp_avg_sq * T(c.beta2) + T(c.beta2_comp) * (g * g);
-  return lamb_direction(param, exp_avg, exp_avg_sq, c);
+  T u = exp_avg * T(c.inv_bc1) / (math::sqrt(exp_avg_sq) * T(c.inv_bc2_sqrt) + T(c.eps));
+  if (c.weight_decay != S(0)) u = u + T(c.weight_decay) * param;
+  return u;
 }
 
 // The per-tensor trust ratio from the squared norms of the parameter and of the direction: 1 when either is 0
@@ -75,9 +72,9 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE double lamb_trust_ratio(double param_sq_norm, 
 
 // Pass 2, per element: the parameter moves by lr * trust_ratio * direction (lr_ratio is their product).
 template <typename T, typename S>
-C10_HOST_DEVICE C10_ALWAYS_INLINE void lamb_apply(T& param, T exp_avg, T exp_avg_sq, S lr_ratio,
-                                                  const LambCoeffs<S>& c) {
-  param = param - T(lr_ratio) * lamb_direction(param, exp_avg, exp_avg_sq, c);
+C10_HOST_DEVICE C10_ALWAYS_INLINE void lamb_update(T& param, T grad, T& exp_avg, T& exp_avg_sq, S lr_ratio,
+                                                   const LambCoeffs<S>& c) {
+  param = param - T(lr_ratio) * lamb_direction(param, grad, exp_avg, exp_avg_sq, c);
 }
 
 }  // namespace fused_optim::rules

@@ -156,8 +156,8 @@ def _lion_fake(
     torch._check(lr.numel() == 1, lambda: "fused_optim.lion_: lr must have one element")
 
 
-@torch.library.register_fake("fused_optim::lamb_moments_")
-def _lamb_moments_fake(
+@torch.library.register_fake("fused_optim::lamb_norms")
+def _lamb_norms_fake(
     params: list[Tensor],
     grads: list[Tensor],
     exp_avgs: list[Tensor],
@@ -171,10 +171,9 @@ def _lamb_moments_fake(
     bias_correction: bool,
     maximize: bool,
     grad_scale: Tensor | None = None,
-    found_inf: Tensor | None = None,
 ) -> Tensor:
     _check_lists(
-        "fused_optim.lamb_moments_",
+        "fused_optim.lamb_norms",
         params,
         grads=grads,
         exp_avgs=exp_avgs,
@@ -182,12 +181,17 @@ def _lamb_moments_fake(
         state_steps=state_steps,
     )
     device = params[0].device if params else torch.device("cpu")
-    return torch.empty((len(params), 2), dtype=torch.float32, device=device)
+    return torch.empty((len(params), 2), dtype=_lamb_norm_dtype(params), device=device)
 
 
-@torch.library.register_fake("fused_optim::lamb_apply_")
-def _lamb_apply_fake(
+def _lamb_norm_dtype(params: list[Tensor]) -> torch.dtype:
+    return torch.float64 if params and params[0].dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("fused_optim::lamb_")
+def _lamb_fake(
     params: list[Tensor],
+    grads: list[Tensor],
     exp_avgs: list[Tensor],
     exp_avg_sqs: list[Tensor],
     state_steps: list[Tensor],
@@ -199,11 +203,23 @@ def _lamb_apply_fake(
     eps: float,
     weight_decay: float,
     bias_correction: bool,
+    maximize: bool,
+    grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
 ) -> None:
-    _check_lists("fused_optim.lamb_apply_", params, exp_avgs=exp_avgs, exp_avg_sqs=exp_avg_sqs, state_steps=state_steps)
-    torch._check(
-        tuple(sq_norms.shape) == (len(params), 2),
-        lambda: f"fused_optim.lamb_apply_: sq_norms must have shape ({len(params)}, 2), got {tuple(sq_norms.shape)}",
+    _check_lists(
+        "fused_optim.lamb_",
+        params,
+        grads=grads,
+        exp_avgs=exp_avgs,
+        exp_avg_sqs=exp_avg_sqs,
+        state_steps=state_steps,
     )
-    torch._check(lr.numel() == 1, lambda: "fused_optim.lamb_apply_: lr must have one element")
+    torch._check(
+        tuple(sq_norms.shape) == (len(params), 2) and sq_norms.dtype == _lamb_norm_dtype(params),
+        lambda: (
+            f"fused_optim.lamb_: sq_norms must be a {_lamb_norm_dtype(params)} tensor of shape ({len(params)}, 2), "
+            f"got {sq_norms.dtype} of shape {tuple(sq_norms.shape)}"
+        ),
+    )
+    torch._check(lr.numel() == 1, lambda: "fused_optim.lamb_: lr must have one element")

@@ -18,7 +18,9 @@ class LAMB(FusedOptimizer):
 
     Each tensor's Adam-style update ``u = m_hat / (sqrt(v_hat) + eps) + weight_decay * p`` is scaled by the trust
     ratio ``||p|| / ||u||`` (1 when either norm is 0), so every layer moves by a step proportional to its own size.
-    The norms are computed by the same fused pass that updates the moments (no extra pass over the gradients).
+    A step is two fused passes: the first computes every tensor's new moments and update in registers and keeps
+    only the two squared norms; the second recomputes them identically, stores the moments and moves the
+    parameters (see csrc/rules/lamb.h for why recomputing beats storing the update).
 
     When parameters are sharded across ranks (each rank holding a slice of every tensor), pass the group of ranks
     that share the tensors as ``process_group``: the squared norms are summed over it with
@@ -90,18 +92,16 @@ class LAMB(FusedOptimizer):
             weight_decay=float(group["weight_decay"]),
             bias_correction=group["bias_correction"],
         )
-        exp_avgs, exp_avg_sqs, steps = bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bucket.state["step"]
-        sq_norms = _ops.lamb_moments_(
-            bucket.params,
-            grads,
-            exp_avgs,
-            exp_avg_sqs,
-            steps,
+        lists = (bucket.params, grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bucket.state["step"])
+        sq_norms = _ops.lamb_norms(*lists, maximize=group["maximize"], grad_scale=grad_scale, **hyper)
+        if self.process_group is not None:
+            dist.all_reduce(sq_norms, group=self.process_group)
+        _ops.lamb_(
+            *lists,
+            sq_norms,
+            lr=lr,
             maximize=group["maximize"],
             grad_scale=grad_scale,
             found_inf=found_inf,
             **hyper,
         )
-        if self.process_group is not None:
-            dist.all_reduce(sq_norms, group=self.process_group)
-        _ops.lamb_apply_(bucket.params, exp_avgs, exp_avg_sqs, steps, sq_norms, lr=lr, found_inf=found_inf, **hyper)
