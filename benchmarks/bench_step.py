@@ -4,7 +4,7 @@
     python benchmarks/bench_step.py --device cpu --rounds 15 --workloads small1000,large25m
 
 Optimizers (bytes an fp32 step must move per parameter): adamw (28), sgd with momentum 0.9 (20), rmsprop (20),
-adagrad (20), lion (20), lamb (40: two passes, see csrc/rules/lamb.h).
+adagrad (20), lion (20), lamb (44: two passes, see csrc/rules/lamb.h).
 
 Workloads:
   small1000       1000 tensors, log-uniform 64..65536 elements (about 9.5 M parameters)
@@ -36,7 +36,7 @@ from baselines import ForeachLAMB, ForeachLion
 # Bytes an fp32 step must move per parameter: AdamW reads p, g, m, v and writes p, m, v; SGD with momentum,
 # RMSprop, Adagrad and Lion read p, g and one state tensor and write p and the state; LAMB's first pass reads p, g,
 # m, v and writes m, v, its second reads p, m, v and writes p.
-BYTES_PER_PARAM = {"adamw": 28, "sgd": 20, "rmsprop": 20, "adagrad": 20, "lion": 20, "lamb": 40}
+BYTES_PER_PARAM = {"adamw": 28, "sgd": 20, "rmsprop": 20, "adagrad": 20, "lion": 20, "lamb": 44}
 
 
 def shapes(workload: str) -> list[tuple[int, ...]]:

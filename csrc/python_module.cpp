@@ -65,18 +65,61 @@ std::vector<std::tuple<int64_t, int64_t, int64_t>> cpu_spans(const std::vector<i
   return spans;
 }
 
-// The same dispatcher entry as torch.ops.fused_optim.<op>, bound with pybind11: converting long tensor lists
-// here costs a fraction of torch.ops' generic argument parsing (which dominated the step for 1000 small tensors).
-// The optimizers use these in eager mode, with arguments in schema order (fused_optim._ops arranges that); under
-// torch.compile they call torch.ops so the compiler sees the op.
+// A tensor list converted once and kept on the C++ side (fused_optim._C.TensorList). The optimizers hold one per
+// parameter and state list of a bucket: converting a list of 1000 tensors through pybind11 costs tens of
+// microseconds (each conversion also moves the tensor's Python reference count), and those lists do not change
+// from step to step; only the gradients are converted on every call.
+struct CachedTensorList {
+  std::vector<at::Tensor> tensors;
+};
+
+// An eager binding's tensor-list argument: a CachedTensorList, borrowed, or a Python list, converted.
+struct ListArg {
+  const std::vector<at::Tensor>* cached = nullptr;
+  std::vector<at::Tensor> converted;
+  at::TensorList get() const { return cached ? at::TensorList(*cached) : at::TensorList(converted); }
+};
+
+}  // namespace
+
+namespace pybind11::detail {
+template <>
+struct type_caster<ListArg> {
+  PYBIND11_TYPE_CASTER(ListArg, const_name("list[Tensor] | fused_optim._C.TensorList"));
+  bool load(handle src, bool convert) {
+    if (isinstance<CachedTensorList>(src)) {
+      value.cached = &src.cast<const CachedTensorList&>().tensors;
+      return true;
+    }
+    make_caster<std::vector<at::Tensor>> list;
+    if (!list.load(src, convert)) return false;
+    value.converted = cast_op<std::vector<at::Tensor>&&>(std::move(list));
+    return true;
+  }
+};
+}  // namespace pybind11::detail
+
+namespace {
+
+// The same dispatcher entry as torch.ops.fused_optim.<op>, bound with pybind11: cheaper than torch.ops' generic
+// argument parsing, which dominated the step for 1000 small tensors. The optimizers use these in eager mode, with
+// arguments in schema order (fused_optim._ops arranges that); under torch.compile they call torch.ops so the
+// compiler sees the op.
 template <class T>
 struct PyArg {
   using type = T;
 };
 template <>
 struct PyArg<at::TensorList> {
-  using type = const std::vector<at::Tensor>&;
+  using type = const ListArg&;
 };
+template <class T>
+decltype(auto) unwrap(T&& arg) {
+  return std::forward<T>(arg);
+}
+at::TensorList unwrap(const ListArg& arg) {
+  return arg.get();
+}
 
 template <const char* kName, class Sig>
 struct Eager;
@@ -84,7 +127,7 @@ template <const char* kName, class R, class... Args>
 struct Eager<kName, R(Args...)> {
   static R call(typename PyArg<Args>::type... args) {
     static const auto op = c10::Dispatcher::singleton().findSchemaOrThrow(kName, "").typed<R(Args...)>();
-    return op.call(args...);
+    return op.call(unwrap(args)...);
   }
 };
 
@@ -124,6 +167,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
         }
       },
       py::arg("numels"), py::arg("depth"), py::arg("aligned") = true, py::arg("check_threads") = true);
+  py::class_<CachedTensorList>(m, "TensorList",
+                               "A list of tensors converted once, for ops called every step with the same tensors.")
+      .def(py::init([](std::vector<at::Tensor> tensors) { return CachedTensorList{std::move(tensors)}; }))
+      .def("__len__", [](const CachedTensorList& l) { return l.tensors.size(); })
+      .def("tensors", [](const CachedTensorList& l) { return l.tensors; });
 #define FUSED_OPTIM_EAGER(op, sig)                                                      \
   m.def(#op, &Eager<k_##op##name, sig>::call, py::call_guard<py::gil_scoped_release>(), \
         "Eager binding of torch.ops.fused_optim." #op " (same dispatcher entry; positional, in schema order).");

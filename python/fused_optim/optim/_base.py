@@ -9,6 +9,8 @@ the steady-state path beyond collecting the gradients.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +18,8 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
+
+from .. import _C
 
 
 @dataclass
@@ -28,9 +32,25 @@ class Bucket:
     params: list[Tensor]
     state: dict[str, list[Tensor]] = field(default_factory=dict)  # state key -> one tensor per param
     is_complex: bool = False  # complex params are updated through their real views, as torch.optim does
+    whole_group: bool = False  # every param of the group, in order (the common case: grads need no picking)
+    _handles: dict[str, Any] = field(default_factory=dict)
+
+    def lists(self, *names: str) -> list[Any]:
+        """The params (``"params"``) and state lists (by key) for an op call. In eager mode they are
+        ``fused_optim._C.TensorList`` handles, converted once (converting 1000 tensors through pybind11 on every
+        step cost more than the kernels of small tensors); under torch.compile, the plain lists it traces."""
+        if torch.compiler.is_compiling():
+            return [self.params if n == "params" else self.state[n] for n in names]
+        out = []
+        for n in names:
+            handle = self._handles.get(n)
+            if handle is None:
+                handle = self._handles[n] = _C.TensorList(self.params if n == "params" else self.state[n])
+            out.append(handle)
+        return out
 
     def grads(self, all_grads: list[Tensor | None]) -> list[Tensor]:
-        grads = [all_grads[i] for i in self.indices]
+        grads = all_grads if self.whole_group else [all_grads[i] for i in self.indices]
         return [torch.view_as_real(g) for g in grads] if self.is_complex else grads  # type: ignore[misc]
 
 
@@ -114,7 +134,14 @@ class FusedOptimizer(Optimizer):
         return loss
 
     def _plan(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> _GroupPlan:
-        key = tuple(g is not None for g in all_grads)
+        # Which params have a gradient decides the buckets. "All of them" is the common case, checked by identity
+        # at C speed (`None in grads` would call Tensor.__eq__ on every gradient) instead of building a tuple of
+        # 1000 flags every step.
+        if torch.compiler.is_compiling():  # dynamo traces plain Python, not map() over operator functions
+            has_grad = [g is not None for g in all_grads]
+        else:
+            has_grad = list(map(operator.is_not, all_grads, itertools.repeat(None)))
+        key = () if all(has_grad) else tuple(has_grad)
         plan = self._plans.get(id(group))
         if plan is None or plan.key != key:
             plan = _GroupPlan(key, self._build_buckets(group, all_grads))
@@ -147,6 +174,9 @@ class FusedOptimizer(Optimizer):
             for k in b.state:
                 t = state[k]
                 b.state[k].append(torch.view_as_real(t) if b.is_complex and k != "step" else t)
+        if len(buckets) == 1:
+            (b,) = buckets.values()
+            b.whole_group = len(b.indices) == len(all_grads)
         return list(buckets.values())
 
 

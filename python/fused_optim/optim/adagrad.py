@@ -93,10 +93,9 @@ class Adagrad(FusedOptimizer):
         found_inf: Tensor | None,
     ) -> None:
         _ops.adagrad_(
-            bucket.params,
+            *bucket.lists("params"),
             grads,
-            bucket.state["sum"],
-            bucket.state["step"],
+            *bucket.lists("sum", "step"),
             lr=lr,
             lr_decay=float(group["lr_decay"]),
             weight_decay=float(group["weight_decay"]),

@@ -95,13 +95,14 @@ class Adam(FusedOptimizer):
         amsgrad = group["amsgrad"]
         if amsgrad and "max_exp_avg_sq" not in bucket.state:
             raise RuntimeError("amsgrad was switched on after state was created; recreate the optimizer")
+        params, exp_avgs, exp_avg_sqs, steps = bucket.lists("params", "exp_avg", "exp_avg_sq", "step")
         _ops.adam_(
-            bucket.params,
+            params,
             grads,
-            bucket.state["exp_avg"],
-            bucket.state["exp_avg_sq"],
-            bucket.state["max_exp_avg_sq"] if amsgrad else [],
-            bucket.state["step"],
+            exp_avgs,
+            exp_avg_sqs,
+            bucket.lists("max_exp_avg_sq")[0] if amsgrad else [],
+            steps,
             lr=lr,
             beta1=float(beta1),
             beta2=float(beta2),

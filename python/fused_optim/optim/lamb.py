@@ -92,7 +92,8 @@ class LAMB(FusedOptimizer):
             weight_decay=float(group["weight_decay"]),
             bias_correction=group["bias_correction"],
         )
-        lists = (bucket.params, grads, bucket.state["exp_avg"], bucket.state["exp_avg_sq"], bucket.state["step"])
+        params, exp_avgs, exp_avg_sqs, steps = bucket.lists("params", "exp_avg", "exp_avg_sq", "step")
+        lists = (params, grads, exp_avgs, exp_avg_sqs, steps)
         sq_norms = _ops.lamb_norms(*lists, maximize=group["maximize"], grad_scale=grad_scale, **hyper)
         if self.process_group is not None:
             dist.all_reduce(sq_norms, group=self.process_group)

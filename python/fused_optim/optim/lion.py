@@ -60,9 +60,9 @@ class Lion(FusedOptimizer):
     ) -> None:
         beta1, beta2 = group["betas"]
         _ops.lion_(
-            bucket.params,
+            *bucket.lists("params"),
             grads,
-            bucket.state["exp_avg"],
+            *bucket.lists("exp_avg"),
             lr=lr,
             beta1=float(beta1),
             beta2=float(beta2),

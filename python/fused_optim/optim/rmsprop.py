@@ -95,13 +95,14 @@ class RMSprop(FusedOptimizer):
         for key, needed in (("momentum_buffer", momentum > 0), ("grad_avg", centered)):
             if needed and key not in bucket.state:
                 raise RuntimeError(f"RMSprop: {key} is needed but the state has none; recreate the optimizer")
+        params, square_avgs, steps = bucket.lists("params", "square_avg", "step")
         _ops.rmsprop_(
-            bucket.params,
+            params,
             grads,
-            bucket.state["square_avg"],
-            bucket.state["grad_avg"] if centered else [],
-            bucket.state["momentum_buffer"] if momentum > 0 else [],
-            bucket.state["step"],
+            square_avgs,
+            bucket.lists("grad_avg")[0] if centered else [],
+            bucket.lists("momentum_buffer")[0] if momentum > 0 else [],
+            steps,
             lr=lr,
             alpha=float(group["alpha"]),
             eps=float(group["eps"]),

@@ -100,7 +100,8 @@ class SGD(FusedOptimizer):
             found_inf=found_inf,
         )
         if not (self._new_buffers and buffers):
-            _ops.sgd_(bucket.params, grads, buffers, is_first_step=False, **kwargs)
+            params, *state = bucket.lists("params", *(["momentum_buffer"] if buffers else []))
+            _ops.sgd_(params, grads, state[0] if state else [], is_first_step=False, **kwargs)
             return
         # Some buffers were just created: they take the gradient as it is, the others blend it in.
         params = group["params"]
