@@ -15,6 +15,9 @@
 
 TORCH_LIBRARY(fused_optim, m) {
   m.set_python_module("fused_optim._meta");
+  // Every op ends with master_params: absent for params updated in place, else one float32 master (or, for bf16
+  // params, one int16 tensor of low halves: a split master) per param; see csrc/common/precision.h. Gradients may
+  // have another dtype than the params, and state may be float32 or bf16 where the precision table has a kernel.
   // Adam and AdamW (decoupled_weight_decay). Shaped like ATen's _fused_adam_: mutated lists are annotated, the
   // gradients are read only, state_steps are advanced by the op, and a step where found_inf is nonzero changes
   // nothing. lr is a one-element tensor on the CPU or on the params' device.
@@ -22,41 +25,42 @@ TORCH_LIBRARY(fused_optim, m) {
       "adam_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
       "Tensor(d!)[] max_exp_avg_sqs, Tensor(e!)[] state_steps, *, Tensor lr, float beta1, float beta2, "
       "float weight_decay, float eps, bool amsgrad, bool maximize, bool decoupled_weight_decay, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+      "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor(m!)[]? master_params=None) -> ()");
   // SGD with momentum, dampening and Nesterov. momentum_buffers is empty when momentum is 0; with is_first_step
   // the buffers are set to the gradient instead of blended (torch creates them from the first gradient).
   m.def(
       "sgd_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] momentum_buffers, *, Tensor lr, float weight_decay, "
       "float momentum, float dampening, bool nesterov, bool maximize, bool is_first_step, "
-      "Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+      "Tensor? grad_scale=None, Tensor? found_inf=None, Tensor(m!)[]? master_params=None) -> ()");
   // RMSprop, plain or centered, with or without momentum: grad_avgs is empty unless centered, momentum_buffers
   // empty unless momentum > 0. state_steps are advanced (torch.optim keeps the count; the rule does not use it).
   m.def(
       "rmsprop_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] square_avgs, Tensor(c!)[] grad_avgs, "
       "Tensor(d!)[] momentum_buffers, Tensor(e!)[] state_steps, *, Tensor lr, float alpha, float eps, "
       "float weight_decay, float momentum, bool centered, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
+      "Tensor? found_inf=None, Tensor(m!)[]? master_params=None) -> ()");
   // Adagrad for dense gradients; state_steps are advanced and drive the lr decay.
   m.def(
       "adagrad_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] state_sums, Tensor(c!)[] state_steps, *, "
       "Tensor lr, float lr_decay, float weight_decay, float eps, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
+      "Tensor? found_inf=None, Tensor(m!)[]? master_params=None) -> ()");
   // Lion: one momentum buffer per parameter, decoupled weight decay.
   m.def(
       "lion_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, *, Tensor lr, float beta1, float beta2, "
-      "float weight_decay, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None) -> ()");
+      "float weight_decay, bool maximize, Tensor? grad_scale=None, Tensor? found_inf=None, "
+      "Tensor(m!)[]? master_params=None) -> ()");
   // LAMB, in two passes so the per-tensor norms can be all-reduced in between (sharded parameters): lamb_norms
   // changes nothing and returns the squared norms of each parameter and of its update direction, shape (n, 2);
   // lamb_ advances the steps, updates the moments and moves the parameters by lr * trust ratio * direction.
   m.def(
       "lamb_norms(Tensor[] params, Tensor[] grads, Tensor[] exp_avgs, Tensor[] exp_avg_sqs, Tensor[] state_steps, "
       "*, float beta1, float beta2, float eps, float weight_decay, bool bias_correction, bool maximize, "
-      "Tensor? grad_scale=None) -> Tensor");
+      "Tensor? grad_scale=None, Tensor[]? master_params=None) -> Tensor");
   m.def(
       "lamb_(Tensor(a!)[] params, Tensor[] grads, Tensor(b!)[] exp_avgs, Tensor(c!)[] exp_avg_sqs, "
       "Tensor(d!)[] state_steps, Tensor sq_norms, *, Tensor lr, float beta1, float beta2, float eps, "
       "float weight_decay, bool bias_correction, bool maximize, Tensor? grad_scale=None, "
-      "Tensor? found_inf=None) -> ()");
+      "Tensor? found_inf=None, Tensor(m!)[]? master_params=None) -> ()");
 }
 
 namespace {
@@ -126,6 +130,9 @@ struct InPlaceAutograd<kName, R(Args...)> {
   static void check_no_grad(at::TensorList list, bool mutated) {
     for (const auto& t : list) check_no_grad(t, mutated);
   }
+  static void check_no_grad(const std::optional<at::TensorList>& list, bool mutated) {
+    if (list) check_no_grad(*list, mutated);
+  }
   static void check_no_grad(const at::Tensor& t, bool mutated) {
     TORCH_CHECK(!mutated || !t.defined() || !t.requires_grad(), kName,
                 " updates tensors that require grad in place; call it under torch.no_grad() (optimizer.step() "
@@ -138,6 +145,9 @@ struct InPlaceAutograd<kName, R(Args...)> {
     if (mutated) {
       for (const auto& t : list) t.unsafeGetTensorImpl()->bump_version();
     }
+  }
+  static void bump(const std::optional<at::TensorList>& list, bool mutated) {
+    if (list) bump(*list, mutated);
   }
   template <class T>
   static void bump(const T&, bool) {}

@@ -113,12 +113,19 @@ template <>
 struct PyArg<at::TensorList> {
   using type = const ListArg&;
 };
+template <>
+struct PyArg<std::optional<at::TensorList>> {
+  using type = const std::optional<ListArg>&;
+};
 template <class T>
 decltype(auto) unwrap(T&& arg) {
   return std::forward<T>(arg);
 }
 at::TensorList unwrap(const ListArg& arg) {
   return arg.get();
+}
+std::optional<at::TensorList> unwrap(const std::optional<ListArg>& arg) {
+  return arg ? std::optional<at::TensorList>(arg->get()) : std::nullopt;
 }
 
 template <const char* kName, class Sig>

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "../rules/adam.h"
+#include "precision.h"
 #include "tensor_lists.h"
 
 namespace fused_optim {
@@ -15,11 +16,13 @@ using AdamSignature = void(at::TensorList params, at::TensorList grads, at::Tens
                            at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
                            const at::Tensor& lr, double beta1, double beta2, double weight_decay, double eps,
                            bool amsgrad, bool maximize, bool decoupled_weight_decay,
-                           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf);
+                           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                           std::optional<at::TensorList> master_params);
 
-enum AdamList : size_t { kParams, kGrads, kExpAvgs, kExpAvgSqs, kMaxExpAvgSqs };
+enum AdamList : size_t { kParams, kGrads, kExpAvgs, kExpAvgSqs, kMaxExpAvgSqs, kAdamMasters };
 
 struct AdamArgs {
+  ResolvedPrecision precision;
   TensorLists lists;
   rules::AdamHyper hyper;
   ScalarArgs scalars;
@@ -29,7 +32,8 @@ inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::Te
                              at::TensorList exp_avg_sqs, at::TensorList max_exp_avg_sqs, at::TensorList state_steps,
                              const at::Tensor& lr, double beta1, double beta2, double weight_decay, double eps,
                              bool amsgrad, bool maximize, bool decoupled_weight_decay,
-                             const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+                             const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                             const std::optional<at::TensorList>& master_params) {
   constexpr const char* op = "fused_optim.adam_";
   check_hyperparameter(op, "beta1", beta1, 0.0, 1.0, /*hi_open=*/true);
   check_hyperparameter(op, "beta2", beta2, 0.0, 1.0, /*hi_open=*/true);
@@ -37,11 +41,14 @@ inline AdamArgs prepare_adam(at::TensorList params, at::TensorList grads, at::Te
   check_hyperparameter(op, "weight_decay", weight_decay, 0.0, INFINITY);
   TORCH_CHECK(amsgrad || max_exp_avg_sqs.empty(), op, ": max_exp_avg_sqs given but amsgrad is false");
 
-  AdamArgs a{TensorLists(op, {{"params", params, true},
-                              {"grads", grads, false},
-                              {"exp_avgs", exp_avgs, true},
-                              {"exp_avg_sqs", exp_avg_sqs, true},
-                              {"max_exp_avg_sqs", max_exp_avg_sqs, true, /*may_be_empty=*/!amsgrad}}),
+  const ResolvedPrecision pr = resolve_precision(op, params, grads, exp_avgs, master_params.value_or(at::TensorList()));
+  AdamArgs a{pr,
+             TensorLists(op, {{"params", params, true},
+                              {"grads", grads, false, false, pr.grad, /*convert=*/true},
+                              {"exp_avgs", exp_avgs, true, false, pr.state},
+                              {"exp_avg_sqs", exp_avg_sqs, true, false, pr.state},
+                              {"max_exp_avg_sqs", max_exp_avg_sqs, true, /*may_be_empty=*/!amsgrad, pr.state},
+                              master_list(master_params, pr.master_dtype)}),
              {beta1, beta2, eps, weight_decay, amsgrad, maximize, decoupled_weight_decay},
              {}};
   const at::Device device = a.lists.size() ? a.lists.device() : at::Device(at::kCPU);

@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "../rules/lamb.h"
+#include "precision.h"
 #include "tensor_lists.h"
 
 namespace fused_optim {
@@ -17,16 +18,18 @@ namespace fused_optim {
 using LambNormsSignature = at::Tensor(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                                       at::TensorList exp_avg_sqs, at::TensorList state_steps, double beta1,
                                       double beta2, double eps, double weight_decay, bool bias_correction,
-                                      bool maximize, const std::optional<at::Tensor>& grad_scale);
+                                      bool maximize, const std::optional<at::Tensor>& grad_scale,
+                                      std::optional<at::TensorList> master_params);
 using LambSignature = void(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
                            at::TensorList exp_avg_sqs, at::TensorList state_steps, const at::Tensor& sq_norms,
                            const at::Tensor& lr, double beta1, double beta2, double eps, double weight_decay,
                            bool bias_correction, bool maximize, const std::optional<at::Tensor>& grad_scale,
-                           const std::optional<at::Tensor>& found_inf);
+                           const std::optional<at::Tensor>& found_inf, std::optional<at::TensorList> master_params);
 
-enum LambList : size_t { kLambParams, kLambGrads, kLambExpAvgs, kLambExpAvgSqs };
+enum LambList : size_t { kLambParams, kLambGrads, kLambExpAvgs, kLambExpAvgSqs, kLambMasters };
 
 struct LambArgs {
+  ResolvedPrecision precision;
   TensorLists lists;
   rules::LambHyper hyper;
   ScalarArgs scalars;
@@ -36,15 +39,19 @@ inline LambArgs prepare_lamb(const char* op, bool mutates, at::TensorList params
                              at::TensorList exp_avgs, at::TensorList exp_avg_sqs, at::TensorList state_steps,
                              const std::optional<at::Tensor>& lr, double beta1, double beta2, double eps,
                              double weight_decay, bool bias_correction, bool maximize,
-                             const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+                             const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+                             const std::optional<at::TensorList>& master_params) {
   check_hyperparameter(op, "beta1", beta1, 0.0, 1.0, /*hi_open=*/true);
   check_hyperparameter(op, "beta2", beta2, 0.0, 1.0, /*hi_open=*/true);
   check_hyperparameter(op, "eps", eps, 0.0, INFINITY);
   check_hyperparameter(op, "weight_decay", weight_decay, 0.0, INFINITY);
-  LambArgs a{TensorLists(op, {{"params", params, mutates},
-                              {"grads", grads, false},
-                              {"exp_avgs", exp_avgs, mutates},
-                              {"exp_avg_sqs", exp_avg_sqs, mutates}}),
+  const ResolvedPrecision pr = resolve_precision(op, params, grads, exp_avgs, master_params.value_or(at::TensorList()));
+  LambArgs a{pr,
+             TensorLists(op, {{"params", params, mutates},
+                              {"grads", grads, false, false, pr.grad, /*convert=*/true},
+                              {"exp_avgs", exp_avgs, mutates, false, pr.state},
+                              {"exp_avg_sqs", exp_avg_sqs, mutates, false, pr.state},
+                              master_list(master_params, pr.master_dtype)}),
              {beta1, beta2, eps, weight_decay, bias_correction, maximize},
              {}};
   check_steps(op, state_steps, a.lists.size(), a.lists.size() ? a.lists.device() : at::Device(at::kCPU));

@@ -66,21 +66,24 @@ TensorLists::TensorLists(const char* op, std::vector<ListArg> lists) {
                   "); fused_optim needs dense tensors (use torch.optim.SparseAdam for sparse gradients)");
       TORCH_CHECK(t.device() == device_, op, ": ", l.name, "[", i, "] is on ", t.device(), " but params[0] is on ",
                   device_, "; all tensors of one call must be on one device");
-      TORCH_CHECK(t.scalar_type() == dtype_, op, ": ", l.name, "[", i, "] has dtype ", t.scalar_type(),
-                  " but params[0] has dtype ", dtype_, "; one call takes one dtype");
+      const at::ScalarType want = l.dtype.value_or(dtype_);
+      const bool convert = t.scalar_type() != want;
+      TORCH_CHECK(!convert || (l.convert && is_float(t.scalar_type())), op, ": ", l.name, "[", i, "] has dtype ",
+                  t.scalar_type(), " but must be ", want,
+                  l.dtype ? "" : " like params[0]; one call takes one dtype per list");
       TORCH_CHECK(t.sizes() == p.sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(), " but params[", i,
                   "] has shape ", p.sizes());
       // The common case: both contiguous, same flat order.
-      if (t.is_contiguous() && p.is_contiguous()) {
+      if (!convert && t.is_contiguous() && p.is_contiguous()) {
         ptrs.push_back(t.data_ptr());
         continue;
       }
       if (strides[i].empty()) strides[i] = canonical_strides(p);
-      if (has_layout(t, strides[i])) {
+      if (!convert && has_layout(t, strides[i])) {
         ptrs.push_back(t.data_ptr());
         continue;
       }
-      at::Tensor copy = at::empty_strided(t.sizes(), strides[i], t.options());
+      at::Tensor copy = at::empty_strided(t.sizes(), strides[i], t.options().dtype(want));
       copy.copy_(t);
       ptrs.push_back(copy.data_ptr());
       staged_.push_back({t, std::move(copy), l.mutated});

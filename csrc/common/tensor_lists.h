@@ -18,17 +18,20 @@ struct ListArg {
   const char* name;
   at::TensorList tensors;
   bool mutated;
-  bool may_be_empty = false;  // e.g. max_exp_avg_sqs without amsgrad
+  bool may_be_empty = false;                           // e.g. max_exp_avg_sqs without amsgrad
+  std::optional<at::ScalarType> dtype = std::nullopt;  // the dtype every tensor must have; unset: the params'
+  bool convert = false;  // tensors of another dtype are staged as converted copies (gradients) instead of refused
 };
 
 class TensorLists {
  public:
   // lists[0] must be the parameters; every other list must match them in length (or be empty where allowed),
-  // device, shape and, for now, dtype.
+  // device and shape, and have its ListArg's dtype.
   TensorLists(const char* op, std::vector<ListArg> lists);
 
   size_t size() const { return count_; }
-  at::ScalarType dtype() const { return dtype_; }
+  at::ScalarType dtype() const { return dtype_; }  // the params'
+  bool empty(size_t list) const { return ptrs_[list].empty(); }
   const at::Device& device() const { return device_; }
   void* ptr(size_t list, size_t i) const { return ptrs_[list][i]; }
   int64_t numel(size_t i) const { return numels_[i]; }
@@ -52,6 +55,11 @@ class TensorLists {
   at::ScalarType dtype_ = at::kFloat;
   at::Device device_{at::kCPU};
 };
+
+// The master_params list (optional in every op's schema): float32 masters or int16 low halves, one per param.
+inline ListArg master_list(const std::optional<at::TensorList>& masters, std::optional<at::ScalarType> dtype) {
+  return {"master_params", masters.value_or(at::TensorList()), true, /*may_be_empty=*/true, dtype};
+}
 
 // A one-element tensor argument (lr, grad_scale, found_inf): checks it and, when it lives on the CPU, returns its
 // value so the caller need not touch device memory.

@@ -10,13 +10,14 @@ namespace {
 
 void adagrad_(at::TensorList params, at::TensorList grads, at::TensorList state_sums, at::TensorList state_steps,
               const at::Tensor& lr, double lr_decay, double weight_decay, double eps, bool maximize,
-              const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
+              const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf,
+              std::optional<at::TensorList> master_params) {
   AdagradArgs a = prepare_adagrad(params, grads, state_sums, state_steps, lr, lr_decay, weight_decay, eps, maximize,
-                                  grad_scale, found_inf);
+                                  grad_scale, found_inf, master_params);
   if (a.lists.size() == 0 || a.scalars.found_inf.value_or(false)) return;
-  const auto launch = make_launch(a.lists, {kAdagradParams, kAdagradGrads, kAdagradSums}, a.hyper, a.scalars,
-                                  advance_host_steps(state_steps));
-  active_kernels().adagrad[dtype_index(a.lists.dtype())](launch);
+  const auto launch = make_launch(a.lists, {kAdagradParams, kAdagradGrads, kAdagradSums}, kAdagradMasters, a.hyper,
+                                  a.scalars, advance_host_steps(state_steps));
+  active_kernels().adagrad[a.precision.index](launch);
   a.lists.finish();
 }
 

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/precision.h"
 #include "../rules/adagrad.h"
 #include "../rules/adam.h"
 #include "../rules/lamb.h"
@@ -22,6 +23,7 @@ namespace fused_optim::cpu {
 
 struct AdamTensor {
   void* param;
+  void* master;  // float32 master or int16 low halves; null without a master
   const void* grad;
   void* exp_avg;
   void* exp_avg_sq;
@@ -37,6 +39,7 @@ struct AdamLaunch {
 
 struct SgdTensor {
   void* param;
+  void* master;  // float32 master or int16 low halves; null without a master
   const void* grad;
   void* momentum_buffer;  // null when momentum is 0
   int64_t numel;
@@ -53,10 +56,12 @@ struct SgdLaunch {
 };
 
 // A tensor as the kernels of RMSprop, Adagrad, Lion and LAMB see it: its arrays in the order of the op's lists
-// (lists an op call leaves empty are skipped, not left as holes) and two per-tensor values.
+// (param first; lists an op call leaves empty are skipped, not left as holes), its master and two per-tensor
+// values.
 struct TensorSlots {
   static constexpr size_t kMaxArrays = 5;
   std::array<void*, kMaxArrays> ptr;
+  void* master;  // float32 master or int16 low halves of ptr[0]; null without a master
   int64_t numel;
   double step;   // the step count after this step's increment (Adagrad, LAMB)
   double scale;  // LAMB's second pass: lr * trust ratio
@@ -80,19 +85,11 @@ struct LambNormsLaunch : ListLaunch<rules::LambHyper> {
   int64_t threads;  // rows of partials: at::get_num_threads() when the caller allocated them
 };
 
-// Kernels are typed by the storage dtype. The ISA files contain no dtype dispatch (or any other code that
-// could throw): everything that is not ISA-specific stays in the baseline-compiled bindings, so no shared
-// inline function gets linked in an AVX-512 flavour.
-enum DtypeIndex : int { kF32, kF64, kF16, kBF16, kNumDtypes };
-inline DtypeIndex dtype_index(c10::ScalarType t) {
-  switch (t) {
-    case c10::kFloat: return kF32;
-    case c10::kDouble: return kF64;
-    case c10::kHalf: return kF16;
-    case c10::kBFloat16: return kBF16;
-    default: TORCH_CHECK(false, "fused_optim: unsupported dtype ", t);
-  }
-}
+// Kernels are typed by their precision (csrc/common/precision.h: param, grad, state and master dtypes), indexed
+// as in FUSED_OPTIM_FOR_EACH_PRECISION. The ISA files contain no dtype dispatch (or any other code that could
+// throw): everything that is not ISA-specific stays in the baseline-compiled bindings, so no shared inline function
+// gets linked in an AVX-512 flavour.
+constexpr int kNumDtypes = kNumPrecisions;  // entries per kernel table row
 
 using AdamKernel = void (*)(const AdamLaunch&);
 using SgdKernel = void (*)(const SgdLaunch&);
@@ -105,9 +102,9 @@ using LambKernel = void (*)(const ListLaunch<rules::LambHyper>&);
 // One entry per instruction set the build compiled.
 struct KernelTable {
   const char* isa;
-  AdamKernel adam[kNumDtypes][2];        // [dtype][amsgrad]
-  SgdKernel sgd[kNumDtypes][2];          // [dtype][momentum != 0]
-  RmspropKernel rmsprop[kNumDtypes][4];  // [dtype][2 * centered + (momentum != 0)]
+  AdamKernel adam[kNumDtypes][2];        // [precision][amsgrad]
+  SgdKernel sgd[kNumDtypes][2];          // [precision][momentum != 0]
+  RmspropKernel rmsprop[kNumDtypes][4];  // [precision][2 * centered + (momentum != 0)]
   AdagradKernel adagrad[kNumDtypes];
   LionKernel lion[kNumDtypes];
   LambNormsKernel lamb_norms[kNumDtypes];

@@ -42,28 +42,31 @@ inline void prefetch_start(std::initializer_list<const void*> arrays) {
   }
 }
 
-template <typename T, bool kAmsgrad>
+// Every kernel is a template over its precision: P (param), G (grad), S (state) and M (master), see
+// csrc/common/precision.h. It builds one stream per array (the param's stream reads and writes the master when
+// there is one) and lets the engine run the shared rule over all tensors in one parallel region.
+
+template <typename P, typename G, typename S, Master M, bool kAmsgrad>
 void adam_typed(const AdamLaunch& launch) {
-  using acc_t = at::opmath_type<T>;
+  using acc_t = at::opmath_type<P>;
   const auto& tensors = launch.tensors;
   parallel_for_spans(launch.offsets, [&](int64_t t, int64_t begin, int64_t end) {
     const AdamTensor& a = tensors[t];
     if (t + 1 < static_cast<int64_t>(tensors.size())) {
       const AdamTensor& n = tensors[t + 1];
-      prefetch_start({n.param, n.grad, n.exp_avg, n.exp_avg_sq, n.max_exp_avg_sq});
+      prefetch_start({M == Master::kNone ? n.param : n.master, n.grad, n.exp_avg, n.exp_avg_sq, n.max_exp_avg_sq});
     }
     const rules::AdamCoeffs<acc_t> c = narrow<acc_t>(a.coeffs);
-    auto p = static_cast<T*>(a.param);
-    auto g = const_cast<T*>(static_cast<const T*>(a.grad));  // never stored: bit 1 of kReadOnly
-    auto m = static_cast<T*>(a.exp_avg);
-    auto v = static_cast<T*>(a.exp_avg_sq);
+    const auto param = param_stream<P, M>(a.param, a.master);
+    const Plain<G> grad{const_cast<G*>(static_cast<const G*>(a.grad))};  // never stored: bit 1 of kReadOnly
+    const Plain<S> m{static_cast<S*>(a.exp_avg)};
+    const Plain<S> v{static_cast<S*>(a.exp_avg_sq)};
     if constexpr (kAmsgrad) {
-      std::array<T*, 5> ptrs{p, g, m, v, static_cast<T*>(a.max_exp_avg_sq)};
-      for_each_block<T, 5, 0b10>(ptrs, begin, end,
-                                 [&](auto& x) { rules::adam_update(x[0], x[1], x[2], x[3], x[4], c); });
+      const Plain<S> max_v{static_cast<S*>(a.max_exp_avg_sq)};
+      for_each_block<0b10>(std::make_tuple(param, grad, m, v, max_v), begin, end,
+                           [&](auto& x) { rules::adam_update(x[0], x[1], x[2], x[3], x[4], c); });
     } else {
-      std::array<T*, 4> ptrs{p, g, m, v};
-      for_each_block<T, 4, 0b10>(ptrs, begin, end, [&](auto& x) {
+      for_each_block<0b10>(std::make_tuple(param, grad, m, v), begin, end, [&](auto& x) {
         auto no_max = x[3];  // never read: amsgrad is off
         rules::adam_update(x[0], x[1], x[2], x[3], no_max, c);
       });
@@ -71,9 +74,9 @@ void adam_typed(const AdamLaunch& launch) {
   });
 }
 
-template <typename T, bool kMomentum>
+template <typename P, typename G, typename S, Master M, bool kMomentum>
 void sgd_typed(const SgdLaunch& launch) {
-  using acc_t = at::opmath_type<T>;
+  using acc_t = at::opmath_type<P>;
   const auto& tensors = launch.tensors;
   const rules::SgdCoeffs<acc_t> c =
       rules::sgd_coeffs<acc_t>(launch.hyper, launch.lr, launch.inv_grad_scale, launch.first_step);
@@ -81,16 +84,16 @@ void sgd_typed(const SgdLaunch& launch) {
     const SgdTensor& a = tensors[t];
     if (t + 1 < static_cast<int64_t>(tensors.size())) {
       const SgdTensor& n = tensors[t + 1];
-      prefetch_start({n.param, n.grad, n.momentum_buffer});
+      prefetch_start({M == Master::kNone ? n.param : n.master, n.grad, n.momentum_buffer});
     }
-    auto p = static_cast<T*>(a.param);
-    auto g = const_cast<T*>(static_cast<const T*>(a.grad));  // never stored: bit 1 of kReadOnly
+    const auto param = param_stream<P, M>(a.param, a.master);
+    const Plain<G> grad{const_cast<G*>(static_cast<const G*>(a.grad))};
     if constexpr (kMomentum) {
-      std::array<T*, 3> ptrs{p, g, static_cast<T*>(a.momentum_buffer)};
-      for_each_block<T, 3, 0b10>(ptrs, begin, end, [&](auto& x) { rules::sgd_update(x[0], x[1], x[2], c); });
+      const Plain<S> buf{static_cast<S*>(a.momentum_buffer)};
+      for_each_block<0b10>(std::make_tuple(param, grad, buf), begin, end,
+                           [&](auto& x) { rules::sgd_update(x[0], x[1], x[2], c); });
     } else {
-      std::array<T*, 2> ptrs{p, g};
-      for_each_block<T, 2, 0b10>(ptrs, begin, end, [&](auto& x) {
+      for_each_block<0b10>(std::make_tuple(param, grad), begin, end, [&](auto& x) {
         auto no_buffer = x[1];  // never read: momentum is 0
         rules::sgd_update(x[0], x[1], no_buffer, c);
       });
@@ -98,51 +101,55 @@ void sgd_typed(const SgdLaunch& launch) {
   });
 }
 
-// Runs per_span(slots, ptrs, begin, end) over every thread's pieces of the launch's tensors, where ptrs holds
-// the first N arrays of the tensor as T*.
-template <typename T, size_t N, typename Launch, typename PerSpan>
+// Runs per_span(t, slots, streams, begin, end) over every thread's pieces of the launch's tensors, where streams
+// is the tuple (param, grad, state...) of the first 2 + kStates arrays.
+template <typename P, typename G, typename S, Master M, size_t kStates, typename Launch, typename PerSpan>
 void walk(const Launch& launch, const PerSpan& per_span) {
   const auto& tensors = launch.tensors;
   parallel_for_spans(launch.offsets, [&](int64_t t, int64_t begin, int64_t end) {
     if (t + 1 < static_cast<int64_t>(tensors.size())) {
       const TensorSlots& next = tensors[t + 1];
-      for (size_t k = 0; k < N; ++k) prefetch_start({next.ptr[k]});
+      prefetch_start({M == Master::kNone ? next.ptr[0] : next.master, next.ptr[1]});
+      for (size_t k = 0; k < kStates; ++k) prefetch_start({next.ptr[2 + k]});
     }
     const TensorSlots& s = tensors[t];
-    std::array<T*, N> ptrs;
-    for (size_t k = 0; k < N; ++k) ptrs[k] = static_cast<T*>(s.ptr[k]);
-    per_span(t, s, ptrs, begin, end);
+    const auto states = [&]<size_t... K>(std::index_sequence<K...>) {
+      return std::make_tuple(Plain<S>{static_cast<S*>(s.ptr[2 + K])}...);
+    }(std::make_index_sequence<kStates>{});
+    const auto streams = std::tuple_cat(
+        std::make_tuple(param_stream<P, M>(s.ptr[0], s.master), Plain<G>{static_cast<G*>(s.ptr[1])}), states);
+    per_span(t, s, streams, begin, end);
   });
 }
 
-template <typename T, bool kCentered, bool kMomentum>
+template <typename P, typename G, typename S, Master M, bool kCentered, bool kMomentum>
 void rmsprop_typed(const ListLaunch<rules::RmspropHyper>& launch) {
-  using acc_t = at::opmath_type<T>;
-  constexpr size_t N = 3 + kCentered + kMomentum;  // p, g, square_avg[, grad_avg][, momentum_buffer]
+  using acc_t = at::opmath_type<P>;
+  constexpr size_t kStates = 1 + kCentered + kMomentum;  // square_avg[, grad_avg][, momentum_buffer]
   const auto c = rules::rmsprop_coeffs<acc_t>(launch.hyper, launch.lr, launch.inv_grad_scale);
-  walk<T, N>(launch, [&](int64_t, const TensorSlots&, const std::array<T*, N>& ptrs, int64_t begin, int64_t end) {
-    for_each_block<T, N, 0b10>(ptrs, begin, end, [&](auto& x) {
+  walk<P, G, S, M, kStates>(launch, [&](int64_t, const TensorSlots&, const auto& streams, int64_t begin, int64_t end) {
+    for_each_block<0b10>(streams, begin, end, [&](auto& x) {
       auto unused = x[2];  // stands in for the lists this variant does not have; never read
-      rules::rmsprop_update(x[0], x[1], x[2], kCentered ? x[3] : unused, kMomentum ? x[N - 1] : unused, c);
+      rules::rmsprop_update(x[0], x[1], x[2], kCentered ? x[3] : unused, kMomentum ? x[1 + kStates] : unused, c);
     });
   });
 }
 
-template <typename T>
+template <typename P, typename G, typename S, Master M>
 void adagrad_typed(const ListLaunch<rules::AdagradHyper>& launch) {
-  using acc_t = at::opmath_type<T>;
-  walk<T, 3>(launch, [&](int64_t, const TensorSlots& s, const std::array<T*, 3>& ptrs, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<P>;
+  walk<P, G, S, M, 1>(launch, [&](int64_t, const TensorSlots& s, const auto& streams, int64_t begin, int64_t end) {
     const auto c = rules::adagrad_coeffs<acc_t>(launch.hyper, launch.lr, s.step, launch.inv_grad_scale);
-    for_each_block<T, 3, 0b10>(ptrs, begin, end, [&](auto& x) { rules::adagrad_update(x[0], x[1], x[2], c); });
+    for_each_block<0b10>(streams, begin, end, [&](auto& x) { rules::adagrad_update(x[0], x[1], x[2], c); });
   });
 }
 
-template <typename T>
+template <typename P, typename G, typename S, Master M>
 void lion_typed(const ListLaunch<rules::LionHyper>& launch) {
-  using acc_t = at::opmath_type<T>;
+  using acc_t = at::opmath_type<P>;
   const auto c = rules::lion_coeffs<acc_t>(launch.hyper, launch.lr, launch.inv_grad_scale);
-  walk<T, 3>(launch, [&](int64_t, const TensorSlots&, const std::array<T*, 3>& ptrs, int64_t begin, int64_t end) {
-    for_each_block<T, 3, 0b10>(ptrs, begin, end, [&](auto& x) { rules::lion_update(x[0], x[1], x[2], c); });
+  walk<P, G, S, M, 1>(launch, [&](int64_t, const TensorSlots&, const auto& streams, int64_t begin, int64_t end) {
+    for_each_block<0b10>(streams, begin, end, [&](auto& x) { rules::lion_update(x[0], x[1], x[2], c); });
   });
 }
 
@@ -171,16 +178,16 @@ struct SquareSum {
   }
 };
 
-template <typename T>
+template <typename P, typename G, typename S, Master M>
 void lamb_norms_typed(const LambNormsLaunch& launch) {
-  using acc_t = at::opmath_type<T>;
+  using acc_t = at::opmath_type<P>;
   using Vec = Vectorized<acc_t>;
   const int64_t n = static_cast<int64_t>(launch.tensors.size());
-  walk<T, 4>(launch, [&](int64_t t, const TensorSlots& s, const std::array<T*, 4>& ptrs, int64_t begin, int64_t end) {
+  walk<P, G, S, M, 2>(launch, [&](int64_t t, const TensorSlots& s, const auto& streams, int64_t begin, int64_t end) {
     const auto c = rules::lamb_coeffs<acc_t>(launch.hyper, s.step, launch.inv_grad_scale);
     SquareSum<Vec> param_vec, dir_vec;
     SquareSum<acc_t> param_tail, dir_tail;
-    for_each_block<T, 4, 0b1111>(ptrs, begin, end, [&](auto& x) {  // stores nothing
+    for_each_block<0b1111>(streams, begin, end, [&](auto& x) {  // stores nothing
       const auto u = rules::lamb_direction(x[0], x[1], x[2], x[3], c);
       if constexpr (std::is_same_v<std::decay_t<decltype(u)>, Vec>) {
         param_vec.add(x[0]);
@@ -202,42 +209,40 @@ void lamb_norms_typed(const LambNormsLaunch& launch) {
   });
 }
 
-template <typename T>
+template <typename P, typename G, typename S, Master M>
 void lamb_typed(const ListLaunch<rules::LambHyper>& launch) {
-  using acc_t = at::opmath_type<T>;
-  walk<T, 4>(launch, [&](int64_t, const TensorSlots& s, const std::array<T*, 4>& ptrs, int64_t begin, int64_t end) {
+  using acc_t = at::opmath_type<P>;
+  walk<P, G, S, M, 2>(launch, [&](int64_t, const TensorSlots& s, const auto& streams, int64_t begin, int64_t end) {
     const auto c = rules::lamb_coeffs<acc_t>(launch.hyper, s.step, launch.inv_grad_scale);
     const auto lr_ratio = static_cast<acc_t>(s.scale);
-    for_each_block<T, 4, 0b10>(ptrs, begin, end,
-                               [&](auto& x) { rules::lamb_update(x[0], x[1], x[2], x[3], lr_ratio, c); });
+    for_each_block<0b10>(streams, begin, end,
+                         [&](auto& x) { rules::lamb_update(x[0], x[1], x[2], x[3], lr_ratio, c); });
   });
 }
 
 #define FUSED_OPTIM_STR2(x) #x
 #define FUSED_OPTIM_STR(x) FUSED_OPTIM_STR2(x)
-const KernelTable kernels{
-    FUSED_OPTIM_STR(CPU_CAPABILITY),
-    {{&adam_typed<float, false>, &adam_typed<float, true>},
-     {&adam_typed<double, false>, &adam_typed<double, true>},
-     {&adam_typed<c10::Half, false>, &adam_typed<c10::Half, true>},
-     {&adam_typed<c10::BFloat16, false>, &adam_typed<c10::BFloat16, true>}},
-    {{&sgd_typed<float, false>, &sgd_typed<float, true>},
-     {&sgd_typed<double, false>, &sgd_typed<double, true>},
-     {&sgd_typed<c10::Half, false>, &sgd_typed<c10::Half, true>},
-     {&sgd_typed<c10::BFloat16, false>, &sgd_typed<c10::BFloat16, true>}},
-#define FUSED_OPTIM_RMSPROP(T)                                                                       \
-  {                                                                                                  \
-    &rmsprop_typed<T, false, false>, &rmsprop_typed<T, false, true>, &rmsprop_typed<T, true, false>, \
-        &rmsprop_typed<T, true, true>                                                                \
-  }
-    {FUSED_OPTIM_RMSPROP(float), FUSED_OPTIM_RMSPROP(double), FUSED_OPTIM_RMSPROP(c10::Half),
-     FUSED_OPTIM_RMSPROP(c10::BFloat16)},
-#undef FUSED_OPTIM_RMSPROP
-    {&adagrad_typed<float>, &adagrad_typed<double>, &adagrad_typed<c10::Half>, &adagrad_typed<c10::BFloat16>},
-    {&lion_typed<float>, &lion_typed<double>, &lion_typed<c10::Half>, &lion_typed<c10::BFloat16>},
-    {&lamb_norms_typed<float>, &lamb_norms_typed<double>, &lamb_norms_typed<c10::Half>,
-     &lamb_norms_typed<c10::BFloat16>},
-    {&lamb_typed<float>, &lamb_typed<double>, &lamb_typed<c10::Half>, &lamb_typed<c10::BFloat16>}};
+// One row per precision, in FUSED_OPTIM_FOR_EACH_PRECISION's order.
+#define FUSED_OPTIM_ROW2(K, P, G, S, M) {&K<P, G, S, Master::M, false>, &K<P, G, S, Master::M, true>},
+#define FUSED_OPTIM_ADAM_ROW(P, G, S, M) FUSED_OPTIM_ROW2(adam_typed, P, G, S, M)
+#define FUSED_OPTIM_SGD_ROW(P, G, S, M) FUSED_OPTIM_ROW2(sgd_typed, P, G, S, M)
+#define FUSED_OPTIM_RMSPROP_ROW(P, G, S, M)                                                           \
+  {&rmsprop_typed<P, G, S, Master::M, false, false>, &rmsprop_typed<P, G, S, Master::M, false, true>, \
+   &rmsprop_typed<P, G, S, Master::M, true, false>, &rmsprop_typed<P, G, S, Master::M, true, true>},
+#define FUSED_OPTIM_ROW1(K, P, G, S, M) &K<P, G, S, Master::M>,
+#define FUSED_OPTIM_ADAGRAD_ROW(P, G, S, M) FUSED_OPTIM_ROW1(adagrad_typed, P, G, S, M)
+#define FUSED_OPTIM_LION_ROW(P, G, S, M) FUSED_OPTIM_ROW1(lion_typed, P, G, S, M)
+#define FUSED_OPTIM_LAMB_NORMS_ROW(P, G, S, M) FUSED_OPTIM_ROW1(lamb_norms_typed, P, G, S, M)
+#define FUSED_OPTIM_LAMB_ROW(P, G, S, M) FUSED_OPTIM_ROW1(lamb_typed, P, G, S, M)
+
+const KernelTable kernels{FUSED_OPTIM_STR(CPU_CAPABILITY),
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_ADAM_ROW)},
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_SGD_ROW)},
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_RMSPROP_ROW)},
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_ADAGRAD_ROW)},
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_LION_ROW)},
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_LAMB_NORMS_ROW)},
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_LAMB_ROW)}};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace fused_optim::cpu

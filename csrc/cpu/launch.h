@@ -9,10 +9,11 @@
 
 namespace fused_optim::cpu {
 
-// `arrays` names the lists whose tensors the kernel streams, in the kernel's order; `steps` (may be empty) the
-// per-tensor step counts after their increment.
+// `arrays` names the lists whose tensors the kernel streams, in the kernel's order (params first); `masters` the
+// master_params list (empty without masters); `steps` (may be empty) the per-tensor step counts after their
+// increment.
 template <typename Hyper, typename Launch = ListLaunch<Hyper>>
-Launch make_launch(const TensorLists& lists, const std::vector<size_t>& arrays, const Hyper& hyper,
+Launch make_launch(const TensorLists& lists, const std::vector<size_t>& arrays, size_t masters, const Hyper& hyper,
                    const ScalarArgs& scalars, const std::vector<double>& steps = {}) {
   Launch launch;
   launch.offsets = lists.offsets();
@@ -25,6 +26,7 @@ Launch make_launch(const TensorLists& lists, const std::vector<size_t>& arrays, 
     s.ptr.fill(nullptr);
     size_t k = 0;
     for (size_t list : arrays) s.ptr[k++] = lists.ptr(list, i);
+    s.master = lists.empty(masters) ? nullptr : lists.ptr(masters, i);
     s.numel = lists.numel(i);
     s.step = steps.empty() ? 0.0 : steps[i];
     s.scale = 0.0;

@@ -7,6 +7,11 @@
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
 
+#include <cstring>
+#include <tuple>
+#include <utility>
+
+#include "../common/precision.h"
 #include "../rules/math.h"
 
 namespace fused_optim::math {
@@ -47,6 +52,7 @@ namespace fused_optim::cpu {
 namespace CPU_CAPABILITY {
 
 using at::vec::Vectorized;
+using fused_optim::Master;
 
 // Moves kBlock elements of storage type T to and from two compute vectors. One Vectorized<bf16/half> holds
 // exactly two float vectors' worth, so every storage type is processed in blocks of two compute vectors.
@@ -75,30 +81,136 @@ struct Io {
   }
 };
 
-// Runs body(x) over elements [begin, end) of N arrays of type T, where x is a std::array of N compute values:
-// SIMD vectors for whole blocks, then scalars for the tail (the same scalar path the CUDA kernels compile).
-// Arrays whose bit is set in kReadOnly are never stored (the gradient).
-template <typename T, size_t N, uint32_t kReadOnly, typename Body>
-C10_ALWAYS_INLINE void for_each_block(const std::array<T*, N>& ptrs, int64_t begin, int64_t end, Body&& body) {
-  using IoT = Io<T>;
-  using acc_t = typename IoT::acc_t;
+// The arrays a kernel streams through, one "stream" each. A stream moves a block of kBlock elements between
+// memory and two compute vectors (load/store) and a single element for the tails (get/set). Streams of different
+// storage types mix freely in one loop as long as they share the compute type (float, or double for float64).
+
+// An array of T.
+template <typename T>
+struct Plain {
+  using acc_t = at::opmath_type<T>;
+  T* p;
+  C10_ALWAYS_INLINE void load(int64_t i, Vectorized<acc_t>& lo, Vectorized<acc_t>& hi) const {
+    Io<T>::load(p + i, lo, hi);
+  }
+  C10_ALWAYS_INLINE void store(int64_t i, const Vectorized<acc_t>& lo, const Vectorized<acc_t>& hi) const {
+    Io<T>::store(p + i, lo, hi);
+  }
+  C10_ALWAYS_INLINE acc_t get(int64_t i) const { return static_cast<acc_t>(p[i]); }
+  C10_ALWAYS_INLINE void set(int64_t i, acc_t v) const { p[i] = static_cast<T>(v); }
+};
+
+// A 16-bit parameter with a float32 master: the master is read and updated, and the parameter is written as the
+// master rounded to nearest even (never read, so the step moves no more bytes than an fp32 one).
+template <typename P>
+struct WithMaster {
+  using acc_t = float;
+  P* param;
+  float* master;
+  C10_ALWAYS_INLINE void load(int64_t i, Vectorized<float>& lo, Vectorized<float>& hi) const {
+    Io<float>::load(master + i, lo, hi);
+  }
+  C10_ALWAYS_INLINE void store(int64_t i, const Vectorized<float>& lo, const Vectorized<float>& hi) const {
+    Io<float>::store(master + i, lo, hi);
+    Io<P>::store(param + i, lo, hi);
+  }
+  C10_ALWAYS_INLINE float get(int64_t i) const { return master[i]; }
+  C10_ALWAYS_INLINE void set(int64_t i, float v) const {
+    master[i] = v;
+    param[i] = static_cast<P>(v);
+  }
+};
+
+// A bf16 parameter that is the high half of a float32 master whose low half lives in an int16 array: the two are
+// joined on load and split on store, so the master is exact and the parameter is the master truncated to bf16.
+struct SplitMaster {
+  using acc_t = float;
+  c10::BFloat16* param;
+  int16_t* low;
+  static C10_ALWAYS_INLINE float join(uint16_t high, uint16_t low_bits) {
+    const uint32_t bits = (static_cast<uint32_t>(high) << 16) | low_bits;
+    float f;
+    std::memcpy(&f, &bits, sizeof(f));
+    return f;
+  }
+  C10_ALWAYS_INLINE void load(int64_t i, Vectorized<float>& lo, Vectorized<float>& hi) const {
+    constexpr int64_t kBlock = 2 * Vectorized<float>::size();
+    alignas(64) float f[kBlock];
+    const auto* h = reinterpret_cast<const uint16_t*>(param + i);
+    const auto* l = reinterpret_cast<const uint16_t*>(low + i);
+    for (int64_t k = 0; k < kBlock; ++k) f[k] = join(h[k], l[k]);  // the compiler vectorizes this
+    lo = Vectorized<float>::loadu(f);
+    hi = Vectorized<float>::loadu(f + Vectorized<float>::size());
+  }
+  C10_ALWAYS_INLINE void store(int64_t i, const Vectorized<float>& lo, const Vectorized<float>& hi) const {
+    constexpr int64_t kBlock = 2 * Vectorized<float>::size();
+    alignas(64) uint32_t bits[kBlock];
+    lo.store(bits);
+    hi.store(bits + Vectorized<float>::size());
+    auto* h = reinterpret_cast<uint16_t*>(param + i);
+    auto* l = reinterpret_cast<uint16_t*>(low + i);
+    for (int64_t k = 0; k < kBlock; ++k) {
+      h[k] = static_cast<uint16_t>(bits[k] >> 16);
+      l[k] = static_cast<uint16_t>(bits[k] & 0xffffu);
+    }
+  }
+  C10_ALWAYS_INLINE float get(int64_t i) const {
+    return join(reinterpret_cast<const uint16_t*>(param)[i], reinterpret_cast<const uint16_t*>(low)[i]);
+  }
+  C10_ALWAYS_INLINE void set(int64_t i, float v) const {
+    uint32_t bits;
+    std::memcpy(&bits, &v, sizeof(bits));
+    reinterpret_cast<uint16_t*>(param)[i] = static_cast<uint16_t>(bits >> 16);
+    reinterpret_cast<uint16_t*>(low)[i] = static_cast<uint16_t>(bits & 0xffffu);
+  }
+};
+
+// The parameter's stream for a master mode.
+template <typename P, Master M>
+C10_ALWAYS_INLINE auto param_stream(void* param, void* master) {
+  if constexpr (M == Master::kNone) {
+    return Plain<P>{static_cast<P*>(param)};
+  } else if constexpr (M == Master::kFull) {
+    return WithMaster<P>{static_cast<P*>(param), static_cast<float*>(master)};
+  } else {
+    static_assert(std::is_same_v<P, c10::BFloat16>, "split masters are for bfloat16 params");
+    return SplitMaster{static_cast<c10::BFloat16*>(param), static_cast<int16_t*>(master)};
+  }
+}
+
+template <typename F, size_t... I>
+C10_ALWAYS_INLINE void static_for(F&& f, std::index_sequence<I...>) {
+  (f(std::integral_constant<size_t, I>{}), ...);
+}
+
+// Runs body(x) over elements [begin, end) of the streams, where x is a std::array with one compute value per
+// stream: SIMD vectors for whole blocks, then scalars for the tail (the same scalar instantiation of the rule the
+// CUDA kernels compile, which keeps it tested here). Streams whose bit is set in kReadOnly are never stored.
+template <uint32_t kReadOnly, typename... Streams, typename Body>
+C10_ALWAYS_INLINE void for_each_block(const std::tuple<Streams...>& streams, int64_t begin, int64_t end, Body&& body) {
+  constexpr size_t N = sizeof...(Streams);
+  using acc_t = typename std::tuple_element_t<0, std::tuple<Streams...>>::acc_t;
+  static_assert((std::is_same_v<typename Streams::acc_t, acc_t> && ...), "streams must share the compute type");
+  using Vec = Vectorized<acc_t>;
+  constexpr int64_t kBlock = 2 * Vec::size();
+  const auto each = [](auto&& f) { static_for(f, std::make_index_sequence<N>{}); };
   int64_t i = begin;
-  for (; i + IoT::kBlock <= end; i += IoT::kBlock) {
-    std::array<typename IoT::Vec, N> lo, hi;
-    for (size_t k = 0; k < N; ++k) IoT::load(ptrs[k] + i, lo[k], hi[k]);
+  for (; i + kBlock <= end; i += kBlock) {
+    std::array<Vec, N> lo, hi;
+    each([&](auto k) { std::get<k>(streams).load(i, lo[k], hi[k]); });
     body(lo);
     body(hi);
-    for (size_t k = 0; k < N; ++k) {
-      if (!(kReadOnly & (1u << k))) IoT::store(ptrs[k] + i, lo[k], hi[k]);
-    }
+    each([&](auto k) {
+      if constexpr (!(kReadOnly & (1u << k))) std::get<k>(streams).store(i, lo[k], hi[k]);
+    });
   }
   for (; i < end; ++i) {
     std::array<acc_t, N> x;
-    for (size_t k = 0; k < N; ++k) x[k] = static_cast<acc_t>(ptrs[k][i]);
+    each([&](auto k) { x[k] = std::get<k>(streams).get(i); });
     body(x);
-    for (size_t k = 0; k < N; ++k) {
-      if (!(kReadOnly & (1u << k))) ptrs[k][i] = static_cast<T>(x[k]);
-    }
+    each([&](auto k) {
+      if constexpr (!(kReadOnly & (1u << k))) std::get<k>(streams).set(i, x[k]);
+    });
   }
 }
 

@@ -29,10 +29,8 @@ def _check_lists(op: str, params: list[Tensor], **lists: list[Tensor]) -> None:
                 ),
             )
             torch._check(
-                t.dtype == p.dtype,
-                lambda name=name, i=i, t=t, p=p: (
-                    f"{op}: {name}[{i}] has dtype {t.dtype} but params[{i}] has dtype {p.dtype}"
-                ),
+                t.dtype.is_floating_point,
+                lambda name=name, i=i, t=t: f"{op}: {name}[{i}] has dtype {t.dtype}; a floating-point dtype is needed",
             )
 
 
@@ -55,6 +53,7 @@ def _adam_fake(
     decoupled_weight_decay: bool,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     _check_lists(
         "fused_optim.adam_",
@@ -83,6 +82,7 @@ def _sgd_fake(
     is_first_step: bool,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     _check_lists("fused_optim.sgd_", params, grads=grads, momentum_buffers=momentum_buffers)
     torch._check(lr.numel() == 1, lambda: "fused_optim.sgd_: lr must have one element")
@@ -106,6 +106,7 @@ def _rmsprop_fake(
     maximize: bool,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     _check_lists(
         "fused_optim.rmsprop_",
@@ -133,6 +134,7 @@ def _adagrad_fake(
     maximize: bool,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     _check_lists("fused_optim.adagrad_", params, grads=grads, state_sums=state_sums, state_steps=state_steps)
     torch._check(lr.numel() == 1, lambda: "fused_optim.adagrad_: lr must have one element")
@@ -151,6 +153,7 @@ def _lion_fake(
     maximize: bool,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     _check_lists("fused_optim.lion_", params, grads=grads, exp_avgs=exp_avgs)
     torch._check(lr.numel() == 1, lambda: "fused_optim.lion_: lr must have one element")
@@ -171,6 +174,7 @@ def _lamb_norms_fake(
     bias_correction: bool,
     maximize: bool,
     grad_scale: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> Tensor:
     _check_lists(
         "fused_optim.lamb_norms",
@@ -206,6 +210,7 @@ def _lamb_fake(
     maximize: bool,
     grad_scale: Tensor | None = None,
     found_inf: Tensor | None = None,
+    master_params: list[Tensor] | None = None,
 ) -> None:
     _check_lists(
         "fused_optim.lamb_",

@@ -13,7 +13,7 @@ import itertools
 import operator
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -32,6 +32,7 @@ class Bucket:
     params: list[Tensor]
     state: dict[str, list[Tensor]] = field(default_factory=dict)  # state key -> one tensor per param
     is_complex: bool = False  # complex params are updated through their real views, as torch.optim does
+    master_key: str | None = None  # "master_param" or "master_low_bits" when the params have masters
     whole_group: bool = False  # every param of the group, in order (the common case: grads need no picking)
     _handles: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +50,10 @@ class Bucket:
             out.append(handle)
         return out
 
+    def masters(self) -> Any:
+        """The master_params argument of the op: the masters' list, or None without masters."""
+        return None if self.master_key is None else self.lists(self.master_key)[0]
+
     def grads(self, all_grads: list[Tensor | None]) -> list[Tensor]:
         grads = all_grads if self.whole_group else [all_grads[i] for i in self.indices]
         return [torch.view_as_real(g) for g in grads] if self.is_complex else grads  # type: ignore[misc]
@@ -60,31 +65,126 @@ class _GroupPlan:
     buckets: list[Bucket]
 
 
+MasterWeights = bool | Literal["split"]
+
+#: The state key of each kind of master: a float32 copy, or the int16 low halves of a split float32 master.
+MASTER_KEYS = {"full": "master_param", "split": "master_low_bits"}
+_HALF = (torch.float16, torch.bfloat16)
+
+
 class FusedOptimizer(Optimizer):
-    """Base class: subclasses define ``_state_keys``, ``_init_state`` and ``_launch``."""
+    """Base class: subclasses define ``_state_keys``, ``_init_state`` and ``_launch``.
+
+    Mixed precision (every optimizer takes these keyword arguments; they are group options, so a param group may
+    override them):
+
+    - ``master_weights=True``: bf16 and fp16 params get a float32 master copy (``state[p]["master_param"]``). The
+      kernel updates the master in fp32 and writes it, rounded to nearest even, into the param in the same pass,
+      so updates smaller than the param's resolution accumulate instead of being lost. fp32/fp64 params ignore it.
+    - ``master_weights="split"`` (bf16 params only): the param holds the high 16 bits of the float32 master and
+      ``state[p]["master_low_bits"]`` (int16) the low 16 bits. The master is exact at 2 bytes per parameter
+      instead of 4; the price is that the bf16 weights the model sees are the master truncated, not rounded (an
+      error of up to one bf16 ulp instead of half of one).
+    - ``state_dtype``: the dtype of the optimizer's moment and buffer tensors. By default the param's dtype, as in
+      torch.optim, or float32 with master weights. ``torch.bfloat16`` halves their memory; the update is still
+      computed in fp32 and each stored moment is rounded once per step.
+
+    Gradients may be float32, bfloat16 or float16 whatever the params' dtype.
+    """
 
     #: torch.amp.GradScaler sets ``grad_scale`` / ``found_inf`` on the optimizer and the kernels consume them.
     _step_supports_amp_scaling = True
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        params: Any,
+        defaults: dict[str, Any],
+        *,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
+    ) -> None:
         if defaults.get("differentiable"):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fused_optim")
+        _check_mixed_precision(master_weights, state_dtype)
+        # Group options only when set, so that param_groups (and state_dict) stay exactly torch.optim's by default.
+        if master_weights:
+            defaults = {**defaults, "master_weights": master_weights}
+        if state_dtype is not None:
+            defaults = {**defaults, "state_dtype": state_dtype}
         super().__init__(params, defaults)
         self._plans: dict[int, _GroupPlan] = {}
 
-    # The cached plans hold the state tensors: drop them whenever state or groups are replaced.
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        _check_mixed_precision(param_group.get("master_weights", False), param_group.get("state_dtype"))
         super().add_param_group(param_group)
-        if hasattr(self, "_plans"):
+        if hasattr(self, "_plans"):  # the cached plans hold the state tensors
             self._plans.clear()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's load_state_dict, except that state keeps the dtype this optimizer uses for it.
+
+        torch.optim casts every floating-point state tensor to its param's dtype, which would round a float32
+        master or float32 moments of a bf16 param to bf16. Here masters stay float32 and moments take the group's
+        state dtype, converted from the saved values (so an fp32 torch.optim checkpoint loads losslessly into a
+        bf16 model with master weights; its master is created from the param on the next step)."""
         super().load_state_dict(state_dict)
+        saved_state = state_dict["state"]
+        saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
+        for group in self.param_groups:
+            for p in group["params"]:
+                saved = saved_state.get(next(saved_ids))
+                if saved is None or p.is_complex():
+                    continue
+                for key, value in saved.items():
+                    if key == "step" or not isinstance(value, Tensor) or not value.is_floating_point():
+                        continue
+                    want = torch.float32 if key == MASTER_KEYS["full"] else self._state_dtype(group, p)
+                    if self.state[p][key].dtype != want:
+                        self.state[p][key] = value.to(device=p.device, dtype=want)
         self._plans.clear()
 
-    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling and copy.deepcopy
+    def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy and load_state_dict
         super().__setstate__(state)
         self._plans = {}
+
+    # Mixed precision ----------------------------------------------------------------------------------------
+
+    def _master_mode(self, group: dict[str, Any], dtype: torch.dtype) -> str | None:
+        """ "full", "split" or None for params of this dtype in this group."""
+        mode = group.get("master_weights", False)
+        if not mode or dtype not in _HALF:
+            return None
+        if mode == "split":
+            if dtype != torch.bfloat16:
+                raise ValueError(
+                    f"{type(self).__name__}: master_weights='split' needs bfloat16 params, got {dtype}; "
+                    "use master_weights=True for float16"
+                )
+            return "split"
+        return "full"
+
+    def _state_dtype(self, group: dict[str, Any], param: Tensor) -> torch.dtype:
+        """The dtype of this param's moments and buffers."""
+        if param.is_complex():
+            return param.dtype
+        if group.get("state_dtype") is not None:
+            return group["state_dtype"]
+        return torch.float32 if self._master_mode(group, param.dtype) else param.dtype
+
+    def _zeros(self, param: Tensor, group: dict[str, Any]) -> Tensor:
+        """A zero state tensor for ``param`` in the group's state dtype (helper for ``_init_state``)."""
+        dtype = self._state_dtype(group, param)
+        return torch.zeros_like(param, dtype=dtype, memory_format=torch.preserve_format)
+
+    def _add_master(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
+        """Create the param's master if its group wants one and it has none (new state, or loaded without)."""
+        mode = self._master_mode(group, param.dtype)
+        if mode is None or MASTER_KEYS[mode] in state:
+            return
+        if mode == "full":
+            state["master_param"] = param.detach().to(torch.float32, memory_format=torch.preserve_format, copy=True)
+        else:  # the bf16 param is the high half; a zero low half makes the master equal to it exactly
+            state["master_low_bits"] = torch.zeros_like(param, dtype=torch.int16, memory_format=torch.preserve_format)
 
     # Subclass interface -------------------------------------------------------------------------------------
 
@@ -151,10 +251,13 @@ class FusedOptimizer(Optimizer):
     def _build_buckets(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> list[Bucket]:
         fresh = []
         for p, g in zip(group["params"], all_grads):
-            if g is not None and len(self.state[p]) == 0:
+            if g is None:
+                continue
+            if len(self.state[p]) == 0:
                 self._init_state(p, group, self.state[p])
                 fresh.append(self.state[p])
-        _pack_state(fresh, self._state_keys(group))
+            self._add_master(p, group, self.state[p])
+        _pack_state(fresh, (*self._state_keys(group), *MASTER_KEYS.values()))
 
         buckets: dict[tuple[torch.device, torch.dtype], Bucket] = {}
         for i, (p, g) in enumerate(zip(group["params"], all_grads)):
@@ -168,7 +271,9 @@ class FusedOptimizer(Optimizer):
             b = buckets.get((p.device, p.dtype))
             if b is None:
                 b = buckets[(p.device, p.dtype)] = Bucket(p.device, p.dtype, [], [], is_complex=p.is_complex())
-                b.state = {k: [] for k in self._state_keys(group)}
+                mode = self._master_mode(group, p.dtype)
+                b.master_key = MASTER_KEYS[mode] if mode else None
+                b.state = {k: [] for k in (*self._state_keys(group), *([b.master_key] if mode else []))}
             b.indices.append(i)
             b.params.append(torch.view_as_real(p) if b.is_complex else p)
             for k in b.state:
@@ -178,6 +283,13 @@ class FusedOptimizer(Optimizer):
             (b,) = buckets.values()
             b.whole_group = len(b.indices) == len(all_grads)
         return list(buckets.values())
+
+
+def _check_mixed_precision(master_weights: Any, state_dtype: Any) -> None:
+    if master_weights not in (True, False, "split"):
+        raise ValueError(f"master_weights must be False, True or 'split', got {master_weights!r}")
+    if state_dtype not in (None, torch.float32, torch.bfloat16, torch.float16, torch.float64):
+        raise ValueError(f"state_dtype must be None or a floating-point torch.dtype, got {state_dtype!r}")
 
 
 def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
@@ -193,8 +305,8 @@ def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
         for key in keys:
             if key == "step":  # a 0-dim counter: nothing to stream
                 continue
-            t = state[key]
-            if t.numel() > 0 and _is_dense(t):
+            t = state.get(key)
+            if t is not None and t.numel() > 0 and _is_dense(t):
                 groups.setdefault((key, t.device, t.dtype), []).append(state)
     for (key, device, dtype), members in groups.items():
         if len(members) < 2:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, _pack_state, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, _pack_state, check_lr
 
 
 class Adagrad(FusedOptimizer):
@@ -27,6 +27,9 @@ class Adagrad(FusedOptimizer):
         initial_accumulator_value: starting value of the sum of squared gradients.
         eps: added to the denominator for numerical stability.
         maximize: maximize the objective instead of minimizing it.
+        master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
+            extra bytes); see :class:`~fused_optim.FusedOptimizer`.
+        state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
     """
 
     def __init__(
@@ -42,6 +45,8 @@ class Adagrad(FusedOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         # torch.optim.Adagrad's checks and messages.
         check_lr(lr)
@@ -64,7 +69,7 @@ class Adagrad(FusedOptimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
         for group in self.param_groups:
             fresh = []
             for p in group["params"]:
@@ -81,7 +86,8 @@ class Adagrad(FusedOptimizer):
         # torch.optim reads the value from the defaults, not the group.
         value = float(self.defaults["initial_accumulator_value"])
         fill = complex(value, value) if param.is_complex() else value
-        state["sum"] = torch.full_like(param, fill, memory_format=torch.preserve_format)
+        dtype = self._state_dtype(group, param)
+        state["sum"] = torch.full_like(param, fill, dtype=dtype, memory_format=torch.preserve_format)
 
     def _launch(
         self,
@@ -103,4 +109,5 @@ class Adagrad(FusedOptimizer):
             maximize=group["maximize"],
             grad_scale=grad_scale,
             found_inf=found_inf,
+            master_params=bucket.masters(),
         )

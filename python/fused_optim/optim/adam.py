@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, check_betas, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr
 
 
 def _check_hyperparameters(lr: float | Tensor, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
@@ -39,6 +39,9 @@ class Adam(FusedOptimizer):
         weight_decay: L2 penalty (decoupled from the gradient with ``decoupled_weight_decay``).
         amsgrad: use the maximum of past second moments (AMSGrad).
         maximize: maximize the objective instead of minimizing it.
+        master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
+            extra bytes); see :class:`~fused_optim.FusedOptimizer`.
+        state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
     """
 
     def __init__(
@@ -56,6 +59,8 @@ class Adam(FusedOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         _check_hyperparameters(lr, betas, eps, weight_decay)
         defaults = dict(
@@ -71,7 +76,7 @@ class Adam(FusedOptimizer):
             fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
@@ -80,7 +85,7 @@ class Adam(FusedOptimizer):
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
         for key in self._state_keys(group)[:-1]:
-            state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state[key] = self._zeros(param, group)
 
     def _launch(
         self,
@@ -113,6 +118,7 @@ class Adam(FusedOptimizer):
             decoupled_weight_decay=group["decoupled_weight_decay"],
             grad_scale=grad_scale,
             found_inf=found_inf,
+            master_params=bucket.masters(),
         )
 
 
@@ -136,6 +142,8 @@ class AdamW(Adam):
         capturable: bool = False,
         differentiable: bool = False,
         fused: bool | None = None,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -150,4 +158,6 @@ class AdamW(Adam):
             differentiable=differentiable,
             fused=fused,
             decoupled_weight_decay=True,
+            master_weights=master_weights,
+            state_dtype=state_dtype,
         )

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, check_betas, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr
 
 
 class LAMB(FusedOptimizer):
@@ -36,6 +36,9 @@ class LAMB(FusedOptimizer):
         bias_correction: divide the moments by ``1 - beta^t`` as Adam does.
         maximize: maximize the objective instead of minimizing it.
         process_group: ranks over which the per-tensor norms are all-reduced (sharded parameters); None for none.
+        master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
+            extra bytes); see :class:`~fused_optim.FusedOptimizer`.
+        state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
     """
 
     def __init__(
@@ -49,6 +52,8 @@ class LAMB(FusedOptimizer):
         bias_correction: bool = True,
         maximize: bool = False,
         process_group: dist.ProcessGroup | None = None,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -59,7 +64,7 @@ class LAMB(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, maximize=maximize
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
         self.process_group = process_group
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -72,8 +77,8 @@ class LAMB(FusedOptimizer):
 
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
-        state["exp_avg_sq"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg"] = self._zeros(param, group)
+        state["exp_avg_sq"] = self._zeros(param, group)
 
     def _launch(
         self,
@@ -94,7 +99,10 @@ class LAMB(FusedOptimizer):
         )
         params, exp_avgs, exp_avg_sqs, steps = bucket.lists("params", "exp_avg", "exp_avg_sq", "step")
         lists = (params, grads, exp_avgs, exp_avg_sqs, steps)
-        sq_norms = _ops.lamb_norms(*lists, maximize=group["maximize"], grad_scale=grad_scale, **hyper)
+        masters = bucket.masters()
+        sq_norms = _ops.lamb_norms(
+            *lists, maximize=group["maximize"], grad_scale=grad_scale, master_params=masters, **hyper
+        )
         if self.process_group is not None:
             dist.all_reduce(sq_norms, group=self.process_group)
         _ops.lamb_(
@@ -104,5 +112,6 @@ class LAMB(FusedOptimizer):
             maximize=group["maximize"],
             grad_scale=grad_scale,
             found_inf=found_inf,
+            master_params=masters,
             **hyper,
         )

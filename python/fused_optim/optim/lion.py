@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, check_betas, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr
 
 
 class Lion(FusedOptimizer):
@@ -26,6 +26,9 @@ class Lion(FusedOptimizer):
         betas: (beta1, beta2): beta1 interpolates the update direction, beta2 is the momentum's decay.
         weight_decay: decoupled weight decay.
         maximize: maximize the objective instead of minimizing it.
+        master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
+            extra bytes); see :class:`~fused_optim.FusedOptimizer`.
+        state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
     """
 
     def __init__(
@@ -36,18 +39,21 @@ class Lion(FusedOptimizer):
         weight_decay: float = 0.0,
         *,
         maximize: bool = False,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas, closed=True)
         if not weight_decay >= 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize))
+        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg",)
 
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["exp_avg"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state["exp_avg"] = self._zeros(param, group)
 
     def _launch(
         self,
@@ -70,4 +76,5 @@ class Lion(FusedOptimizer):
             maximize=group["maximize"],
             grad_scale=grad_scale,
             found_inf=found_inf,
+            master_params=bucket.masters(),
         )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_lr
 
 
 class RMSprop(FusedOptimizer):
@@ -29,6 +29,9 @@ class RMSprop(FusedOptimizer):
         momentum: momentum factor.
         centered: normalize by an estimate of the gradient's variance instead of its second moment.
         maximize: maximize the objective instead of minimizing it.
+        master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
+            extra bytes); see :class:`~fused_optim.FusedOptimizer`.
+        state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
     """
 
     def __init__(
@@ -44,6 +47,8 @@ class RMSprop(FusedOptimizer):
         foreach: bool | None = None,
         maximize: bool = False,
         differentiable: bool = False,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         # torch.optim.RMSprop's checks and messages.
         check_lr(lr)
@@ -67,7 +72,7 @@ class RMSprop(FusedOptimizer):
             maximize=maximize,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         keys = ["square_avg"]
@@ -80,7 +85,7 @@ class RMSprop(FusedOptimizer):
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
         for key in self._state_keys(group)[:-1]:
-            state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state[key] = self._zeros(param, group)
 
     def _launch(
         self,
@@ -112,4 +117,5 @@ class RMSprop(FusedOptimizer):
             maximize=group["maximize"],
             grad_scale=grad_scale,
             found_inf=found_inf,
+            master_params=bucket.masters(),
         )

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer
+from ._base import Bucket, FusedOptimizer, MasterWeights
 
 
 class SGD(FusedOptimizer):
@@ -26,6 +26,9 @@ class SGD(FusedOptimizer):
         weight_decay: L2 penalty.
         nesterov: Nesterov momentum (needs momentum > 0 and dampening == 0).
         maximize: maximize the objective instead of minimizing it.
+        master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
+            extra bytes); see :class:`~fused_optim.FusedOptimizer`.
+        state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
     """
 
     def __init__(
@@ -41,6 +44,8 @@ class SGD(FusedOptimizer):
         foreach: bool | None = None,
         differentiable: bool = False,
         fused: bool | None = None,
+        master_weights: MasterWeights = False,
+        state_dtype: torch.dtype | None = None,
     ) -> None:
         # torch.optim.SGD's checks and messages.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -64,7 +69,7 @@ class SGD(FusedOptimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
         self._new_buffers: set[Tensor] = set()  # params whose buffer the next step fills from the gradient
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -76,7 +81,7 @@ class SGD(FusedOptimizer):
 
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
         if group["momentum"] != 0:
-            state["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state["momentum_buffer"] = self._zeros(param, group)
             self._new_buffers.add(param)
 
     def _launch(
@@ -99,9 +104,12 @@ class SGD(FusedOptimizer):
             grad_scale=grad_scale,
             found_inf=found_inf,
         )
+        masters = bucket.state.get(bucket.master_key, []) if bucket.master_key else []
         if not (self._new_buffers and buffers):
             params, *state = bucket.lists("params", *(["momentum_buffer"] if buffers else []))
-            _ops.sgd_(params, grads, state[0] if state else [], is_first_step=False, **kwargs)
+            _ops.sgd_(
+                params, grads, state[0] if state else [], is_first_step=False, master_params=bucket.masters(), **kwargs
+            )
             return
         # Some buffers were just created: they take the gradient as it is, the others blend it in.
         params = group["params"]
@@ -114,6 +122,7 @@ class SGD(FusedOptimizer):
                     [grads[k] for k in pick],
                     [buffers[k] for k in pick],
                     is_first_step=flag,
+                    master_params=[masters[k] for k in pick] if masters else None,
                     **kwargs,
                 )
         if found_inf is None or not found_inf.item():  # a skipped step leaves the new buffers new
