@@ -61,6 +61,9 @@ TORCH_LIBRARY(fused_optim, m) {
       "Tensor(d!)[] state_steps, Tensor sq_norms, *, Tensor lr, float beta1, float beta2, float eps, "
       "float weight_decay, bool bias_correction, bool maximize, Tensor? grad_scale=None, "
       "Tensor? found_inf=None, Tensor(m!)[]? master_params=None) -> ()");
+  // The 2-norm (or, with norm_type=inf, the max-norm) of all elements of the tensors together, as a 0-dim tensor
+  // on their device (float64 for float64 tensors, else float32): the one pass behind clipping.
+  m.def("grad_norm(Tensor[] tensors, float norm_type=2.) -> Tensor");
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include "adam_args.h"
 #include "lamb_args.h"
 #include "lion_args.h"
+#include "norm_args.h"
 #include "rmsprop_args.h"
 #include "sgd_args.h"
 
@@ -17,4 +18,5 @@
   X(adagrad_, fused_optim::AdagradSignature)     \
   X(lion_, fused_optim::LionSignature)           \
   X(lamb_norms, fused_optim::LambNormsSignature) \
-  X(lamb_, fused_optim::LambSignature)
+  X(lamb_, fused_optim::LambSignature)           \
+  X(grad_norm, fused_optim::GradNormSignature)

@@ -85,6 +85,17 @@ struct LambNormsLaunch : ListLaunch<rules::LambHyper> {
   int64_t threads;  // rows of partials: at::get_num_threads() when the caller allocated them
 };
 
+// A norm over all elements of many tensors (one dtype): thread k leaves its part in partials[k] (sum of squares
+// for the 2-norm, max |x| for the inf-norm), zeroed by the caller, which combines them in thread order.
+struct NormLaunch {
+  std::vector<const void*> tensors;
+  std::vector<int64_t> offsets;
+  double* partials;
+  int64_t threads;
+};
+enum NormType : int { kL2, kLinf };
+enum NormDtype : int { kNormF32, kNormF64, kNormF16, kNormBF16, kNumNormDtypes };
+
 // Kernels are typed by their precision (csrc/common/precision.h: param, grad, state and master dtypes), indexed
 // as in FUSED_OPTIM_FOR_EACH_PRECISION. The ISA files contain no dtype dispatch (or any other code that could
 // throw): everything that is not ISA-specific stays in the baseline-compiled bindings, so no shared inline function
@@ -98,6 +109,7 @@ using AdagradKernel = void (*)(const ListLaunch<rules::AdagradHyper>&);
 using LionKernel = void (*)(const ListLaunch<rules::LionHyper>&);
 using LambNormsKernel = void (*)(const LambNormsLaunch&);
 using LambKernel = void (*)(const ListLaunch<rules::LambHyper>&);
+using NormKernel = void (*)(const NormLaunch&);
 
 // One entry per instruction set the build compiled.
 struct KernelTable {
@@ -109,6 +121,7 @@ struct KernelTable {
   LionKernel lion[kNumDtypes];
   LambNormsKernel lamb_norms[kNumDtypes];
   LambKernel lamb[kNumDtypes];
+  NormKernel norm[kNumNormDtypes][2];  // [dtype][NormType]
 };
 
 #define FUSED_OPTIM_DECLARE_ISA(NS) \

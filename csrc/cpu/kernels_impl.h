@@ -220,6 +220,46 @@ void lamb_typed(const ListLaunch<rules::LambHyper>& launch) {
   });
 }
 
+template <typename T, NormType kType>
+void norm_typed(const NormLaunch& launch) {
+  using acc_t = at::opmath_type<T>;
+  using Vec = Vectorized<acc_t>;
+  parallel_for_spans(launch.offsets, [&](int64_t t, int64_t begin, int64_t end) {
+    const auto data = std::make_tuple(Plain<T>{const_cast<T*>(static_cast<const T*>(launch.tensors[t]))});
+    double* out = launch.partials + std::min<int64_t>(at::get_thread_num(), launch.threads - 1);
+    if constexpr (kType == kL2) {
+      SquareSum<Vec> vec;
+      SquareSum<acc_t> tail;
+      for_each_block<0b1>(data, begin, end, [&](auto& x) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(x[0])>, Vec>) {
+          vec.add(x[0]);
+        } else {
+          tail.add(x[0]);
+        }
+      });
+      vec.flush();
+      tail.flush();
+      *out += vec.total + tail.total;
+    } else {
+      // NaN-propagating maximum of |x|, so a NaN gradient gives a NaN norm as torch's does.
+      Vec vmax(0);
+      acc_t smax = 0;
+      for_each_block<0b1>(data, begin, end, [&](auto& x) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(x[0])>, Vec>) {
+          vmax = math::max(vmax, x[0].abs());
+        } else {
+          smax = math::max(smax, static_cast<acc_t>(std::abs(x[0])));
+        }
+      });
+      alignas(64) acc_t lanes[Vec::size()];
+      vmax.store(lanes);
+      double m = static_cast<double>(smax);
+      for (int k = 0; k < Vec::size(); ++k) m = math::max(m, static_cast<double>(lanes[k]));
+      *out = math::max(*out, m);
+    }
+  });
+}
+
 #define FUSED_OPTIM_STR2(x) #x
 #define FUSED_OPTIM_STR(x) FUSED_OPTIM_STR2(x)
 // One row per precision, in FUSED_OPTIM_FOR_EACH_PRECISION's order.
@@ -242,7 +282,11 @@ const KernelTable kernels{FUSED_OPTIM_STR(CPU_CAPABILITY),
                           {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_ADAGRAD_ROW)},
                           {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_LION_ROW)},
                           {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_LAMB_NORMS_ROW)},
-                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_LAMB_ROW)}};
+                          {FUSED_OPTIM_FOR_EACH_PRECISION(FUSED_OPTIM_LAMB_ROW)},
+                          {{&norm_typed<float, kL2>, &norm_typed<float, kLinf>},
+                           {&norm_typed<double, kL2>, &norm_typed<double, kLinf>},
+                           {&norm_typed<c10::Half, kL2>, &norm_typed<c10::Half, kLinf>},
+                           {&norm_typed<c10::BFloat16, kL2>, &norm_typed<c10::BFloat16, kLinf>}}};
 
 }  // namespace CPU_CAPABILITY
 }  // namespace fused_optim::cpu

@@ -14,6 +14,7 @@ from . import _loader
 _C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, CUDA kernels)
 
 from . import _meta  # noqa: E402, F401  (fake kernels need the operators registered first)
+from .clip import clip_grad_norm_  # noqa: E402
 from .optim import LAMB, SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop  # noqa: E402
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "Lion",
     "LAMB",
     "FusedOptimizer",
+    "clip_grad_norm_",
     "build_info",
     "__version__",
 ]

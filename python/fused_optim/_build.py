@@ -24,6 +24,7 @@ CPU_SOURCES = [
     "csrc/cpu/adagrad.cpp",
     "csrc/cpu/lion.cpp",
     "csrc/cpu/lamb.cpp",
+    "csrc/cpu/norm.cpp",
     # The same kernels, compiled once per instruction set (csrc/cpu/isa_target.h).
     "csrc/cpu/kernels_default.cpp",
     "csrc/cpu/kernels_avx2.cpp",
@@ -36,6 +37,7 @@ CUDA_SOURCES = [
     "cuda/adagrad.cu",
     "cuda/lion.cu",
     "cuda/lamb.cu",
+    "cuda/norm.cu",
 ]
 #: Python-facing sources, left out of the plain C++ library that CMakeLists.txt builds.
 PYTHON_SOURCES = ["csrc/python_module.cpp"]

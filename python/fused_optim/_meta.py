@@ -228,3 +228,14 @@ def _lamb_fake(
         ),
     )
     torch._check(lr.numel() == 1, lambda: "fused_optim.lamb_: lr must have one element")
+
+
+@torch.library.register_fake("fused_optim::grad_norm")
+def _grad_norm_fake(tensors: list[Tensor], norm_type: float = 2.0) -> Tensor:
+    torch._check(
+        norm_type == 2.0 or norm_type == float("inf"),
+        lambda: f"fused_optim.grad_norm: norm_type must be 2 or inf, got {norm_type}",
+    )
+    device = tensors[0].device if tensors else torch.device("cpu")
+    dtype = torch.float64 if tensors and tensors[0].dtype == torch.float64 else torch.float32
+    return torch.empty((), dtype=dtype, device=device)

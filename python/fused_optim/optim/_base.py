@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import _C
+from ..clip import clip_coefficient, total_norm
 
 
 @dataclass
@@ -102,6 +103,7 @@ class FusedOptimizer(Optimizer):
         *,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         if defaults.get("differentiable"):
             raise ValueError(f"{type(self).__name__}: differentiable=True is not supported by fused_optim")
@@ -111,8 +113,14 @@ class FusedOptimizer(Optimizer):
             defaults = {**defaults, "master_weights": master_weights}
         if state_dtype is not None:
             defaults = {**defaults, "state_dtype": state_dtype}
+        if max_grad_norm is not None and not max_grad_norm > 0:
+            raise ValueError(f"max_grad_norm must be positive, got {max_grad_norm}")
         super().__init__(params, defaults)
         self._plans: dict[int, _GroupPlan] = {}
+        #: Clip all gradients to this global 2-norm (None: no clipping), see ``step``.
+        self.max_grad_norm = max_grad_norm
+        #: The global gradient norm (unscaled) of the last step taken with ``max_grad_norm``, as a tensor.
+        self.grad_norm: Tensor | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _check_mixed_precision(param_group.get("master_weights", False), param_group.get("state_dtype"))
@@ -146,6 +154,8 @@ class FusedOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy and load_state_dict
         super().__setstate__(state)
         self._plans = {}
+        self.__dict__.setdefault("max_grad_norm", None)
+        self.__dict__.setdefault("grad_norm", None)
 
     # Mixed precision ----------------------------------------------------------------------------------------
 
@@ -219,8 +229,10 @@ class FusedOptimizer(Optimizer):
                 loss = closure()
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
-        for group in self.param_groups:
-            all_grads = [p.grad for p in group["params"]]
+        grads_per_group = [[p.grad for p in group["params"]] for group in self.param_groups]
+        if self.max_grad_norm is not None:
+            grad_scale = self._clip(grads_per_group, grad_scale)
+        for group, all_grads in zip(self.param_groups, grads_per_group):
             for bucket in self._plan(group, all_grads).buckets:
                 device = bucket.device
                 self._launch(
@@ -232,6 +244,21 @@ class FusedOptimizer(Optimizer):
                     _on(found_inf, device),
                 )
         return loss
+
+    def _clip(self, grads_per_group: list[list[Tensor | None]], grad_scale: Tensor | None) -> Tensor | None:
+        """Global-norm clipping folded into the kernels' gradient scale: the kernels divide every gradient by
+        ``grad_scale``, so dividing by ``grad_scale / coefficient`` unscales and clips in the same multiplication,
+        without a pass that rewrites the gradients. Same result as GradScaler.unscale_ + clip_grad_norm_ + step.
+        Nothing leaves the device."""
+        grads = [g for grads in grads_per_group for g in grads if g is not None]
+        if not grads:
+            return grad_scale
+        norm = total_norm(grads)
+        if grad_scale is not None:
+            norm = norm / grad_scale.to(norm.device)
+        self.grad_norm = norm
+        coef = clip_coefficient(norm, self.max_grad_norm)
+        return (grad_scale.to(norm.device) if grad_scale is not None else 1.0) / coef
 
     def _plan(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> _GroupPlan:
         # Which params have a gradient decides the buckets. "All of them" is the common case, checked by identity

@@ -30,6 +30,7 @@ class Adagrad(FusedOptimizer):
         master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
             extra bytes); see :class:`~fused_optim.FusedOptimizer`.
         state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
+        max_grad_norm: clip the gradients of all groups to this global 2-norm, inside the update kernel.
     """
 
     def __init__(
@@ -47,6 +48,7 @@ class Adagrad(FusedOptimizer):
         fused: bool | None = None,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         # torch.optim.Adagrad's checks and messages.
         check_lr(lr)
@@ -69,7 +71,9 @@ class Adagrad(FusedOptimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
+        super().__init__(
+            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
+        )
         for group in self.param_groups:
             fresh = []
             for p in group["params"]:

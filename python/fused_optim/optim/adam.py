@@ -42,6 +42,7 @@ class Adam(FusedOptimizer):
         master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
             extra bytes); see :class:`~fused_optim.FusedOptimizer`.
         state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
+        max_grad_norm: clip the gradients of all groups to this global 2-norm, inside the update kernel.
     """
 
     def __init__(
@@ -61,6 +62,7 @@ class Adam(FusedOptimizer):
         decoupled_weight_decay: bool = False,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         _check_hyperparameters(lr, betas, eps, weight_decay)
         defaults = dict(
@@ -76,7 +78,9 @@ class Adam(FusedOptimizer):
             fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
-        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
+        super().__init__(
+            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
+        )
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
@@ -144,6 +148,7 @@ class AdamW(Adam):
         fused: bool | None = None,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -160,4 +165,5 @@ class AdamW(Adam):
             decoupled_weight_decay=True,
             master_weights=master_weights,
             state_dtype=state_dtype,
+            max_grad_norm=max_grad_norm,
         )

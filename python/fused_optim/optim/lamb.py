@@ -39,6 +39,7 @@ class LAMB(FusedOptimizer):
         master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
             extra bytes); see :class:`~fused_optim.FusedOptimizer`.
         state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
+        max_grad_norm: clip the gradients of all groups to this global 2-norm, inside the update kernel.
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class LAMB(FusedOptimizer):
         process_group: dist.ProcessGroup | None = None,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas)
@@ -64,7 +66,9 @@ class LAMB(FusedOptimizer):
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, maximize=maximize
         )
-        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
+        super().__init__(
+            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
+        )
         self.process_group = process_group
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -29,6 +29,7 @@ class Lion(FusedOptimizer):
         master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
             extra bytes); see :class:`~fused_optim.FusedOptimizer`.
         state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
+        max_grad_norm: clip the gradients of all groups to this global 2-norm, inside the update kernel.
     """
 
     def __init__(
@@ -41,13 +42,16 @@ class Lion(FusedOptimizer):
         maximize: bool = False,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         check_lr(lr)
         check_betas(betas, closed=True)
         if not weight_decay >= 0.0:
             raise ValueError(f"Invalid weight_decay value: {weight_decay}")
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
-        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
+        super().__init__(
+            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
+        )
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg",)

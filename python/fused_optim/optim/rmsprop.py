@@ -32,6 +32,7 @@ class RMSprop(FusedOptimizer):
         master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
             extra bytes); see :class:`~fused_optim.FusedOptimizer`.
         state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
+        max_grad_norm: clip the gradients of all groups to this global 2-norm, inside the update kernel.
     """
 
     def __init__(
@@ -49,6 +50,7 @@ class RMSprop(FusedOptimizer):
         differentiable: bool = False,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         # torch.optim.RMSprop's checks and messages.
         check_lr(lr)
@@ -72,7 +74,9 @@ class RMSprop(FusedOptimizer):
             maximize=maximize,
             differentiable=differentiable,
         )
-        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
+        super().__init__(
+            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
+        )
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         keys = ["square_avg"]

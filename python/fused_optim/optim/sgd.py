@@ -29,6 +29,7 @@ class SGD(FusedOptimizer):
         master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
             extra bytes); see :class:`~fused_optim.FusedOptimizer`.
         state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
+        max_grad_norm: clip the gradients of all groups to this global 2-norm, inside the update kernel.
     """
 
     def __init__(
@@ -46,6 +47,7 @@ class SGD(FusedOptimizer):
         fused: bool | None = None,
         master_weights: MasterWeights = False,
         state_dtype: torch.dtype | None = None,
+        max_grad_norm: float | None = None,
     ) -> None:
         # torch.optim.SGD's checks and messages.
         if isinstance(lr, Tensor) and lr.numel() != 1:
@@ -69,7 +71,9 @@ class SGD(FusedOptimizer):
             differentiable=differentiable,
             fused=fused,
         )
-        super().__init__(params, defaults, master_weights=master_weights, state_dtype=state_dtype)
+        super().__init__(
+            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
+        )
         self._new_buffers: set[Tensor] = set()  # params whose buffer the next step fills from the gradient
 
     def __setstate__(self, state: dict[str, Any]) -> None:

@@ -1,0 +1,81 @@
+"""Gradient clipping by global norm, with the norm computed by one fused multi-tensor pass.
+
+``clip_grad_norm_`` is a drop-in for ``torch.nn.utils.clip_grad_norm_``. The optimizers' ``max_grad_norm`` option
+goes further: it never rescales the gradients at all, but folds the clip coefficient into the scale the update
+kernel already applies (the GradScaler's inverse scale), so clipping costs one read of the gradients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from . import _ops
+
+__all__ = ["clip_grad_norm_", "total_norm"]
+
+
+def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
+    """The ``norm_type`` norm (2 or inf) of all elements of ``grads`` together, as a 0-dim float32 tensor (float64
+    if any gradient is float64) on the first gradient's device. One fused pass per (device, dtype); no host sync.
+    """
+    grads = [g for g in grads if g is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    norm_type = float(norm_type)
+    if norm_type != 2.0 and norm_type != float("inf"):
+        raise ValueError(f"total_norm: norm_type must be 2 or inf, got {norm_type}")
+    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    for g in grads:
+        if g.is_sparse:
+            raise RuntimeError("total_norm: sparse gradients are not supported; use torch.nn.utils.clip_grad_norm_")
+        groups.setdefault((g.device, g.dtype), []).append(torch.view_as_real(g) if g.is_complex() else g)
+    device = grads[0].device
+    norms = [_ops.grad_norm(group, norm_type).to(device) for group in groups.values()]
+    if len(norms) == 1:
+        return norms[0]
+    dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
+    stacked = torch.stack([n.to(dtype) for n in norms])
+    return stacked.max() if norm_type == float("inf") else stacked.square().sum().sqrt()
+
+
+def clip_coefficient(norm: Tensor, max_norm: float) -> Tensor:
+    """torch's clip coefficient: ``max_norm / (norm + 1e-6)``, clamped to at most 1."""
+    return (max_norm / (norm + 1e-6)).clamp(max=1.0)
+
+
+@torch.no_grad()
+def clip_grad_norm_(
+    parameters: Tensor | Iterable[Tensor],
+    max_norm: float,
+    norm_type: float = 2.0,
+    error_if_nonfinite: bool = False,
+    foreach: bool | None = None,
+) -> Tensor:
+    """Like ``torch.nn.utils.clip_grad_norm_``: scales the gradients in place so that their global norm is at most
+    ``max_norm`` and returns the norm before clipping. The norm (2 or inf; other orders are handed to torch) comes
+    from one fused pass. ``foreach`` is accepted for compatibility.
+    """
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if float(norm_type) not in (2.0, float("inf")):
+        return torch.nn.utils.clip_grad_norm_(grads and parameters, max_norm, norm_type, error_if_nonfinite, foreach)
+    if not grads:
+        return torch.tensor(0.0)
+    norm = total_norm(grads, norm_type)
+    if error_if_nonfinite and bool(torch.logical_or(norm.isnan(), norm.isinf())):
+        raise RuntimeError(
+            f"The total norm of order {float(norm_type)} for gradients from `parameters` is non-finite, so it cannot "
+            "be clipped. To disable this error and scale the gradients by the non-finite norm anyway, set "
+            "`error_if_nonfinite=False`"
+        )
+    coef = clip_coefficient(norm, max_norm)
+    groups: dict[torch.device, list[Tensor]] = {}
+    for g in grads:
+        groups.setdefault(g.device, []).append(g)
+    for device, group in groups.items():
+        torch._foreach_mul_(group, coef.to(device))
+    return norm
