@@ -280,24 +280,37 @@ def test_tiny_updates_accumulate(master_weights, device):
     torch.testing.assert_close(master, torch.full_like(master, 1 - steps * lr), rtol=0, atol=5e-5)
     if master_weights == "split":
         assert torch.equal(p, truncated(master))
-        assert torch.equal(p, torch.full_like(p, 0.8984375))  # 0.9 truncated
     else:
         assert torch.equal(p, master.bfloat16())
-        assert torch.equal(p, torch.full_like(p, 0.90234375))  # 0.9 rounded to nearest
+    assert torch.equal(p, torch.full_like(p, 0.8984375))  # 230/256, the bf16 nearest to 0.9 (and below it)
 
 
 # 5. bf16 optimizer state -----------------------------------------------------------------------------------------
 
-# bf16 moments are rounded once per step (relative error 2**-9), which shifts each update by about that much.
-# Measured over 12 steps of these hyperparameters, the worst param error against fp32 state is ~1e-4 (Lion:
-# a sign flip of a near-zero interpolation moves an element by 2 * lr = 2e-3); moments are within ~0.5 %.
-BF16_STATE_PARAM_TOL = dict(rtol=0, atol=5e-4)
-BF16_STATE_LION_TOL = dict(rtol=0, atol=4.1e-3)  # two sign flips of 2 * lr
-BF16_STATE_MOMENT_TOL = dict(rtol=2e-2, atol=1e-5)
+# bf16 moments are rounded once per step (relative error up to 2**-9), and the errors of successive steps add up.
+# Measured over 12 steps of these hyperparameters and 5 seeds, against fp32 state: the worst param error is
+# SGD 2.4e-3, RMSprop 2.0e-3, Adagrad 5.8e-5, Adam 5.1e-4, AdamW 4.1e-4, Lion 2.0e-3 (one sign flip of a
+# near-zero interpolation moves an element by 2 * lr), LAMB 1.0e-3; the worst moment error is 1.2 % of the
+# tensor's largest magnitude. The tolerances leave 2-3x room (the params move by ~0.1 to 1 in these runs).
+BF16_STATE_PARAM_ATOL = {
+    "SGD": 6e-3,
+    "RMSprop": 5e-3,
+    "Adagrad": 2e-4,
+    "Adam": 1.5e-3,
+    "AdamW": 1.5e-3,
+    "Lion": 4.1e-3,
+    "LAMB": 3e-3,
+}
+BF16_STATE_MOMENT_RTOL = 2.5e-2  # of the reference tensor's largest magnitude
 
 
 def param_tol(name):
-    return BF16_STATE_LION_TOL if name == "Lion" else BF16_STATE_PARAM_TOL
+    return dict(rtol=0, atol=BF16_STATE_PARAM_ATOL[name])
+
+
+def assert_moment_close(ours, ref, key):
+    atol = BF16_STATE_MOMENT_RTOL * ref.abs().max().item()
+    torch.testing.assert_close(ours.float(), ref.float(), rtol=0, atol=atol, msg=lambda m: f"{key}: {m}")
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -314,7 +327,7 @@ def test_bf16_state_fp32_params(name, device):
         assert ours, "no moments"
         for k, v in ours.items():
             assert v.dtype == torch.bfloat16, f"{k} is {v.dtype}"
-            torch.testing.assert_close(v.float(), ref_opt.state[r][k], **BF16_STATE_MOMENT_TOL, msg=lambda m, k=k: f"{k}: {m}")
+            assert_moment_close(v, ref_opt.state[r][k], k)
         torch.testing.assert_close(p, r, **param_tol(name))
         assert p.dtype == torch.float32
 
@@ -573,7 +586,7 @@ def test_split_master_needs_bf16(name):
         run(opt, params, grad_stream(params, 1))
 
 
-@pytest.mark.parametrize("bad", ["yes", 1.0, "full"])
+@pytest.mark.parametrize("bad", ["yes", "full", 2])
 def test_bad_master_weights(bad):
     with pytest.raises(ValueError, match="master_weights"):
         fused_optim.AdamW([torch.zeros(3, dtype=torch.bfloat16)], master_weights=bad)

@@ -58,11 +58,10 @@ def clip_grad_norm_(
     ``max_norm`` and returns the norm before clipping. The norm (2 or inf; other orders are handed to torch) comes
     from one fused pass. ``foreach`` is accepted for compatibility.
     """
-    if isinstance(parameters, Tensor):
-        parameters = [parameters]
-    grads = [p.grad for p in parameters if p.grad is not None]
+    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
     if float(norm_type) not in (2.0, float("inf")):
-        return torch.nn.utils.clip_grad_norm_(grads and parameters, max_norm, norm_type, error_if_nonfinite, foreach)
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
+    grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
     norm = total_norm(grads, norm_type)
