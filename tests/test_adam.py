@@ -471,3 +471,19 @@ def test_deepcopy_and_pickle_keep_working(device):
         run(clone, cparams, grad_stream(cparams, 1))
         assert all(not torch.equal(p, q) for p, q in zip(cparams, before))
         assert clone.state[cparams[0]]["step"].item() == 3
+
+
+def test_loaded_state_does_not_alias_the_state_dict():
+    """torch.optim's load_state_dict keeps the saved tensors themselves where no cast is needed; our kernels update
+    state in place, so a loaded optimizer must own copies (else stepping it would advance the source too)."""
+    a = make_params([(5,), (3,)], torch.float32, "cpu")
+    grads = grad_stream(a, 3)
+    first = fused_optim.AdamW(a)
+    run(first, a, grads[:2])
+    b = [p.clone() for p in a]
+    second = fused_optim.AdamW(b)
+    second.load_state_dict(first.state_dict())
+    before = {k: v.clone() for k, v in first.state[a[0]].items()}
+    run(second, b, grads[2:])
+    for k, v in first.state[a[0]].items():
+        assert torch.equal(v, before[k]), k

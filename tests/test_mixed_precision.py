@@ -378,9 +378,10 @@ def test_bf16_state_with_fp16_master(name, device):
 
 
 def test_adamw_bf16_moments_error_after_100_steps(device):
-    """How much bf16 moments cost AdamW over 100 steps: the param error against fp32 moments, relative to how
-    far the params moved. Measured: ~0.3 % of the distance moved (max element error ~1e-4 at lr 1e-2, 100
-    steps of N(0, 1) gradients, 1931 elements); the bound leaves room for other seeds, not for a wrong update."""
+    """How much bf16 moments cost AdamW over 100 steps: the param error against fp32 moments (torch.optim),
+    relative to how far the params moved. Measured with 4 seeds (lr 1e-2, N(0, 1) gradients, 1931 elements):
+    0.39-0.40 % of the distance moved (largest element error ~1.9e-3 for moves of up to ~0.4). The bound allows
+    other seeds, not moments that are truncated instead of rounded (simulated with torch.optim: 2.3 %)."""
     params = make_params(SHAPES, torch.float32, device)
     start = [p.clone() for p in params]
     ref = fp32_copies(params)
@@ -391,7 +392,7 @@ def test_adamw_bf16_moments_error_after_100_steps(device):
     moved = torch.cat([(r - s).flatten() for r, s in zip(ref, start)]).norm()
     rel = (err / moved).item()
     print(f"AdamW bf16 moments, 100 steps: |p - p_fp32| / |p_fp32 - p0| = {rel:.2e}")
-    assert 0 < rel < 2e-2
+    assert 0 < rel < 1.5e-2
 
 
 # 6. gradients of another dtype without masters ------------------------------------------------------------------
@@ -483,12 +484,12 @@ def expected_dtypes(param_dtype, options):
     return master, state
 
 
-@pytest.mark.parametrize("case", SAVE_CASES)
-@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize(
+    "name, case",
+    [(n, c) for c in SAVE_CASES for n in OPTIMIZERS if c != "fp16_full" or n in ("SGD", "Adam")],  # fp16: two
+)
 def test_state_dict_round_trip_continues_identically(name, case, device):
     param_dtype, options = SAVE_CASES[case]
-    if param_dtype == torch.float16 and name not in ("Adam", "SGD"):
-        pytest.skip("fp16 masters: two optimizers are enough")
     start = make_params(SHAPES, param_dtype, device)
     grads = grad_stream(start, 10)
     whole = [p.clone() for p in start]
@@ -671,7 +672,9 @@ def test_found_inf_skips_the_whole_step(name, setting, device):
     params = make_params(SHAPES, dtype, device)
     ref = [p.clone() for p in params]
     grads = grad_stream(params, 6)
-    bad = [torch.full_like(g, float("inf")) if i % 2 else torch.full_like(g, float("nan")) for i, g in enumerate(grads[0])]
+    bad = [
+        torch.full_like(g, float("inf")) if i % 2 else torch.full_like(g, float("nan")) for i, g in enumerate(grads[0])
+    ]
     opt, ref_opt = make(name, params, **options), make(name, ref, **options)
 
     def skipped(grads_of_step):

@@ -13,7 +13,8 @@ from . import _loader
 
 _C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, CUDA kernels)
 
-from . import _meta  # noqa: E402, F401  (fake kernels need the operators registered first)
+# _meta's fake kernels need the operators registered first.
+from . import _meta, amp  # noqa: E402, F401
 from .clip import clip_grad_norm_  # noqa: E402
 from .optim import LAMB, SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop  # noqa: E402
 
@@ -42,6 +43,7 @@ __all__ = [
     "LAMB",
     "FusedOptimizer",
     "clip_grad_norm_",
+    "amp",
     "build_info",
     "__version__",
 ]

@@ -45,7 +45,10 @@ HEADER_DIRS = ["csrc", "csrc/rules", "csrc/cpu", "csrc/common", "cuda"]
 
 # -fopenmp: at::parallel_for is a header template whose OpenMP pragma is compiled into our code; without it the
 # CPU engine runs on one thread. The OpenMP runtime resolves to the libgomp.so.1 torch has already loaded.
-CXX_FLAGS = ["-O3", "-fopenmp", "-Wno-psabi", "-Wno-unknown-pragmas"]
+# -ffp-contract=off: GCC would otherwise fuse a*b+c into an FMA where it sees fit, differently in each template
+# instantiation, so the same fp32 math would round differently with a float32 or a split master, or with bf16
+# instead of fp32 gradients; split masters promise bit-identical fp32 trajectories.
+CXX_FLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-Wno-psabi", "-Wno-unknown-pragmas"]
 LINK_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
 

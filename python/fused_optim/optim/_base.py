@@ -71,6 +71,7 @@ MasterWeights = bool | Literal["split"]
 #: The state key of each kind of master: a float32 copy, or the int16 low halves of a split float32 master.
 MASTER_KEYS = {"full": "master_param", "split": "master_low_bits"}
 _HALF = (torch.float16, torch.bfloat16)
+_GROUP_OPTIONS = ("master_weights", "state_dtype")
 
 
 class FusedOptimizer(Optimizer):
@@ -134,8 +135,14 @@ class FusedOptimizer(Optimizer):
         torch.optim casts every floating-point state tensor to its param's dtype, which would round a float32
         master or float32 moments of a bf16 param to bf16. Here masters stay float32 and moments take the group's
         state dtype, converted from the saved values (so an fp32 torch.optim checkpoint loads losslessly into a
-        bf16 model with master weights; its master is created from the param on the next step)."""
+        bf16 model with master weights; its master is created from the param on the next step). The group options
+        master_weights and state_dtype of this optimizer stay in force where the saved groups lack them (a
+        torch.optim state_dict has neither)."""
+        options = [{k: g[k] for k in _GROUP_OPTIONS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
+        for group, own in zip(self.param_groups, options):
+            for key, value in own.items():
+                group.setdefault(key, value)
         saved_state = state_dict["state"]
         saved_ids = itertools.chain.from_iterable(g["params"] for g in state_dict["param_groups"])
         for group in self.param_groups:
@@ -144,11 +151,20 @@ class FusedOptimizer(Optimizer):
                 if saved is None or p.is_complex():
                     continue
                 for key, value in saved.items():
-                    if key == "step" or not isinstance(value, Tensor) or not value.is_floating_point():
+                    if not isinstance(value, Tensor):
                         continue
-                    want = torch.float32 if key == MASTER_KEYS["full"] else self._state_dtype(group, p)
-                    if self.state[p][key].dtype != want:
-                        self.state[p][key] = value.to(device=p.device, dtype=want)
+                    loaded = self.state[p][key]
+                    if key == MASTER_KEYS["split"]:  # torch converted the int16 bits to the param's dtype
+                        loaded = value.to(device=p.device)
+                    elif key != "step" and value.is_floating_point():
+                        want = torch.float32 if key == MASTER_KEYS["full"] else self._state_dtype(group, p)
+                        if loaded.dtype != want:
+                            loaded = value.to(device=p.device, dtype=want)
+                    # torch.optim keeps the saved tensor itself where no cast was needed; the kernels update state
+                    # in place, so that would also advance the state_dict (and any optimizer it came from).
+                    if loaded.data_ptr() == value.data_ptr() and loaded.numel() > 0:
+                        loaded = loaded.clone()
+                    self.state[p][key] = loaded
         self._plans.clear()
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy and load_state_dict
@@ -313,7 +329,7 @@ class FusedOptimizer(Optimizer):
 
 
 def _check_mixed_precision(master_weights: Any, state_dtype: Any) -> None:
-    if master_weights not in (True, False, "split"):
+    if not (master_weights is True or master_weights is False or master_weights == "split"):
         raise ValueError(f"master_weights must be False, True or 'split', got {master_weights!r}")
     if state_dtype not in (None, torch.float32, torch.bfloat16, torch.float16, torch.float64):
         raise ValueError(f"state_dtype must be None or a floating-point torch.dtype, got {state_dtype!r}")
