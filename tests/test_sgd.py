@@ -175,3 +175,25 @@ def test_op_rejects_bad_arguments():
         torch.ops.fused_optim.sgd_(p, [torch.zeros(3)], [], **{**kwargs, "nesterov": True})
     with pytest.raises(RuntimeError, match=r"grads\[0\] has shape"):
         torch.ops.fused_optim.sgd_(p, [torch.zeros(4)], [], **kwargs)
+
+
+def test_first_momentum_step_reads_no_flag_on_the_host_without_dampening():
+    """With dampening 0 the first step blends into the zero buffer, which equals torch's buf = grad, so a GradScaler
+    step needs no host read of found_inf even on the first step; a skipped first step is then redone correctly."""
+    from unittest import mock
+
+    ours = make_params([(8,), (3,)], torch.float32, "cpu")
+    ref = [p.clone() for p in ours]
+    opt = fused_optim.SGD(ours, lr=0.1, momentum=0.9)
+    ref_opt = torch.optim.SGD(ref, lr=0.1, momentum=0.9, foreach=False)
+    grads = grad_stream(ours, 3)
+    opt.grad_scale, opt.found_inf = torch.tensor(1.0), torch.tensor(1.0)  # the first step is skipped
+    for p, g in zip(ours, grads[0]):
+        p.grad = g.clone()
+    with mock.patch.object(torch.Tensor, "item", side_effect=AssertionError("host read of a device flag")):
+        opt.step()
+    opt.found_inf = torch.tensor(0.0)
+    run(opt, ours, grads[1:])
+    run(ref_opt, ref, grads[1:])
+    for p, q in zip(ours, ref):
+        torch.testing.assert_close(p, q, **TOL[torch.float32])

@@ -109,6 +109,10 @@ class SGD(FusedOptimizer):
             found_inf=found_inf,
         )
         masters = bucket.state.get(bucket.master_key, []) if bucket.master_key else []
+        if self._new_buffers and buffers and group["dampening"] == 0:
+            # Without dampening, blending into a zero buffer (0 * momentum + g) is the same as starting it from g:
+            # no separate first-step call, and no host read of found_inf to know whether the step happened.
+            self._new_buffers.difference_update(group["params"][i] for i in bucket.indices)
         if not (self._new_buffers and buffers):
             params, *state = bucket.lists("params", *(["momentum_buffer"] if buffers else []))
             _ops.sgd_(
@@ -129,5 +133,6 @@ class SGD(FusedOptimizer):
                     master_params=[masters[k] for k in pick] if masters else None,
                     **kwargs,
                 )
-        if found_inf is None or not found_inf.item():  # a skipped step leaves the new buffers new
+        # A skipped step leaves the new buffers new (only with dampening, and the one host read of found_inf).
+        if found_inf is None or not found_inf.item():
             self._new_buffers.difference_update(params[i] for i in bucket.indices)
