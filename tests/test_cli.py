@@ -35,3 +35,23 @@ def test_bad_steps_is_an_error():
 def test_module_entry_point_help():
     out = subprocess.run([sys.executable, "-m", "fused_optim", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "demo" in out.stdout
+
+
+def test_schedule_prints_the_table(capsys):
+    """The table's values are HF's warm-up + cosine formula at the printed steps."""
+    import math
+
+    assert main(["schedule", "cosine", "--steps", "100", "--warmup", "10", "--lr", "0.5", "--rows", "6"]) == 0
+    rows = re.findall(r"^\s*(\d+)\s+([\d.e+-]+)$", capsys.readouterr().out, re.M)
+    assert len(rows) == 6 and rows[0][0] == "0" and rows[-1][0] == "99"
+    for step, lr in rows:
+        s = int(step)
+        expected = s / 10 if s < 10 else 0.5 * (1 + math.cos(math.pi * (s - 10) / 90))
+        assert abs(float(lr) - 0.5 * expected) < 1e-5
+
+
+def test_schedule_errors():
+    with pytest.raises(SystemExit, match="key=value"):
+        main(["schedule", "cosine", "--kw", "num_cycles"])
+    with pytest.raises(SystemExit, match="schedule nonsense"):
+        main(["schedule", "nonsense"])

@@ -14,7 +14,7 @@ from . import _loader
 _C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, CUDA kernels)
 
 # _meta's fake kernels need the operators registered first.
-from . import _meta, amp  # noqa: E402, F401
+from . import _meta, amp, lr_scheduler  # noqa: E402, F401
 from .clip import clip_grad_norm_  # noqa: E402
 from .optim import LAMB, SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop  # noqa: E402
 
@@ -44,6 +44,7 @@ __all__ = [
     "FusedOptimizer",
     "clip_grad_norm_",
     "amp",
+    "lr_scheduler",
     "build_info",
     "__version__",
 ]

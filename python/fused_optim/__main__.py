@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import ast
 import copy
-import math
 import statistics
 import sys
 import time
@@ -12,6 +12,7 @@ import time
 import torch
 
 import fused_optim
+from fused_optim import lr_scheduler
 
 
 def _data(n: int, dim: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,15 +35,6 @@ def _model(dim: int, classes: int) -> torch.nn.Module:
     )
 
 
-def _warmup_cosine(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-    return factor
-
-
 def demo(args: argparse.Namespace) -> int:
     device = args.device
     if device == "cuda" and not torch.cuda.is_available():
@@ -63,7 +55,7 @@ def demo(args: argparse.Namespace) -> int:
     for name, make in runs.items():
         model = copy.deepcopy(base)
         opt = make(model.parameters())
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, _warmup_cosine(args.steps // 10, args.steps))
+        sched = lr_scheduler.get_cosine_schedule_with_warmup(opt, max(1, args.steps // 10), args.steps)
         g = torch.Generator(device="cpu").manual_seed(2)
         losses, step_times = [], []
         for step in range(args.steps):
@@ -101,6 +93,39 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def schedule(args: argparse.Namespace) -> int:
+    kwargs = {}
+    for item in args.kw:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--kw takes key=value, got {item!r}")
+        try:
+            kwargs[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            kwargs[key] = value  # a plain string, e.g. decay_type=cosine
+
+    def make(optimizer: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+        return lr_scheduler.get_scheduler(
+            args.name,
+            optimizer,
+            num_warmup_steps=args.warmup,
+            num_training_steps=args.steps,
+            scheduler_specific_kwargs=kwargs,
+        )
+
+    try:
+        print(f"{args.name}: {args.steps} steps, {args.warmup} warm-up, peak lr {args.lr:g}")
+        print(lr_scheduler.table(make, args.steps, lr=args.lr, rows=args.rows))
+    except (TypeError, ValueError) as e:
+        raise SystemExit(f"schedule {args.name}: {e}") from None
+    if args.png:
+        try:
+            print("wrote", lr_scheduler.plot(make, args.steps, args.png, lr=args.lr, title=args.name))
+        except ImportError as e:
+            print(f"no picture: {e}")
+    return 0
+
+
 def info(_: argparse.Namespace) -> int:
     for k, v in fused_optim.build_info().items():
         print(f"{k}: {v}")
@@ -115,6 +140,15 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--lr", type=float, default=3e-3)
     d.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     d.set_defaults(func=demo)
+    sc = sub.add_parser("schedule", help="print a learning-rate schedule's lr at evenly spaced steps")
+    sc.add_argument("name", help="a get_scheduler name: linear, cosine, cosine_with_restarts, polynomial, ...")
+    sc.add_argument("--steps", type=int, default=1000, help="num_training_steps")
+    sc.add_argument("--warmup", type=int, default=0, help="num_warmup_steps")
+    sc.add_argument("--lr", type=float, default=1e-3, help="the peak lr")
+    sc.add_argument("--rows", type=int, default=21, help="table rows")
+    sc.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="scheduler_specific_kwargs")
+    sc.add_argument("--png", help="also draw the schedule to this PNG (needs matplotlib)")
+    sc.set_defaults(func=schedule)
     i = sub.add_parser("info", help="how the compiled core was built")
     i.set_defaults(func=info)
     args = ap.parse_args(argv)
