@@ -55,3 +55,10 @@ def test_schedule_errors():
         main(["schedule", "cosine", "--kw", "num_cycles"])
     with pytest.raises(SystemExit, match="schedule nonsense"):
         main(["schedule", "nonsense"])
+
+
+def test_schedule_png(tmp_path, capsys):
+    path = tmp_path / "cosine.png"
+    assert main(["schedule", "cosine", "--steps", "50", "--warmup", "5", "--png", str(path)]) == 0
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+    assert "wrote" in capsys.readouterr().out
