@@ -16,6 +16,7 @@ _C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, C
 # _meta's fake kernels need the operators registered first.
 from . import _meta, amp, lr_scheduler  # noqa: E402, F401
 from .clip import clip_grad_norm_  # noqa: E402
+from .factory import create_optimizer, list_optimizers  # noqa: E402
 from .optim import LAMB, SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop  # noqa: E402
 
 __version__ = "0.1.0"
@@ -43,6 +44,8 @@ __all__ = [
     "LAMB",
     "FusedOptimizer",
     "clip_grad_norm_",
+    "create_optimizer",
+    "list_optimizers",
     "amp",
     "lr_scheduler",
     "build_info",
