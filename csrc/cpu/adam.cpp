@@ -24,14 +24,13 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   launch.offsets = a.lists.offsets();
   // Parameters of a group usually share their step count: compute the coefficients (two pow()s) once per value.
   const bool has_master = !a.lists.empty(kAdamMasters);
-  float coeffs_step = -1.0f;
+  double coeffs_step = -1.0;
   rules::AdamCoeffs<double> coeffs{};
+  const std::vector<double> steps = advance_host_steps(state_steps);
   for (size_t i = 0; i < a.lists.size(); ++i) {
-    float* step = static_cast<float*>(state_steps[i].data_ptr());
-    *step += 1.0f;
-    if (*step != coeffs_step) {
-      coeffs = rules::adam_coeffs<double>(a.hyper, *a.scalars.lr, *step, *a.scalars.inv_grad_scale);
-      coeffs_step = *step;
+    if (steps[i] != coeffs_step) {
+      coeffs = rules::adam_coeffs<double>(a.hyper, *a.scalars.lr, steps[i], *a.scalars.inv_grad_scale);
+      coeffs_step = steps[i];
     }
     launch.tensors.push_back({a.lists.ptr(kParams, i), has_master ? a.lists.ptr(kAdamMasters, i) : nullptr,
                               a.lists.ptr(kGrads, i), a.lists.ptr(kExpAvgs, i), a.lists.ptr(kExpAvgSqs, i),

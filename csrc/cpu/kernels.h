@@ -100,7 +100,6 @@ enum NormDtype : int { kNormF32, kNormF64, kNormF16, kNormBF16, kNumNormDtypes }
 // as in FUSED_OPTIM_FOR_EACH_PRECISION. The ISA files contain no dtype dispatch (or any other code that could
 // throw): everything that is not ISA-specific stays in the baseline-compiled bindings, so no shared inline function
 // gets linked in an AVX-512 flavour.
-constexpr int kNumDtypes = kNumPrecisions;  // entries per kernel table row
 
 using AdamKernel = void (*)(const AdamLaunch&);
 using SgdKernel = void (*)(const SgdLaunch&);
@@ -114,13 +113,13 @@ using NormKernel = void (*)(const NormLaunch&);
 // One entry per instruction set the build compiled.
 struct KernelTable {
   const char* isa;
-  AdamKernel adam[kNumDtypes][2];        // [precision][amsgrad]
-  SgdKernel sgd[kNumDtypes][2];          // [precision][momentum != 0]
-  RmspropKernel rmsprop[kNumDtypes][4];  // [precision][2 * centered + (momentum != 0)]
-  AdagradKernel adagrad[kNumDtypes];
-  LionKernel lion[kNumDtypes];
-  LambNormsKernel lamb_norms[kNumDtypes];
-  LambKernel lamb[kNumDtypes];
+  AdamKernel adam[kNumPrecisions][2];        // [precision][amsgrad]
+  SgdKernel sgd[kNumPrecisions][2];          // [precision][momentum != 0]
+  RmspropKernel rmsprop[kNumPrecisions][4];  // [precision][2 * centered + (momentum != 0)]
+  AdagradKernel adagrad[kNumPrecisions];
+  LionKernel lion[kNumPrecisions];
+  LambNormsKernel lamb_norms[kNumPrecisions];
+  LambKernel lamb[kNumPrecisions];
   NormKernel norm[kNumNormDtypes][2];  // [dtype][NormType]
 };
 

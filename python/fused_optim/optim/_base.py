@@ -219,8 +219,14 @@ class FusedOptimizer(Optimizer):
         raise NotImplementedError
 
     def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        """Create the state of a parameter on its first step (torch.optim's keys and dtypes)."""
-        raise NotImplementedError
+        """Create the state of a parameter on its first step (torch.optim's keys and dtypes). By default a float32
+        ``step`` counter beside the param (when the optimizer keeps one) and zeros for every other key."""
+        keys = self._state_keys(group)
+        if "step" in keys:
+            state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+        for key in keys:
+            if key != "step":
+                state[key] = self._zeros(param, group)
 
     def _launch(
         self,
@@ -383,6 +389,12 @@ def check_lr(lr: float | Tensor) -> None:
             raise ValueError(f"Tensor lr must be floating point, got {lr.dtype}")
     if not lr >= 0.0:
         raise ValueError(f"Invalid learning rate: {lr}")
+
+
+def check_nonnegative(value: float, what: str) -> None:
+    """torch.optim's check and message for a hyperparameter that must be >= 0 (NaN included)."""
+    if not value >= 0.0:
+        raise ValueError(f"Invalid {what}: {value}")
 
 
 def check_betas(betas: tuple[float, float], *, closed: bool = False) -> None:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, _pack_state, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, _pack_state, check_lr, check_nonnegative
 
 
 class Adagrad(FusedOptimizer):
@@ -52,14 +52,10 @@ class Adagrad(FusedOptimizer):
     ) -> None:
         # torch.optim.Adagrad's checks and messages.
         check_lr(lr)
-        if not lr_decay >= 0.0:
-            raise ValueError(f"Invalid lr_decay value: {lr_decay}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not initial_accumulator_value >= 0.0:
-            raise ValueError(f"Invalid initial_accumulator_value value: {initial_accumulator_value}")
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
+        check_nonnegative(lr_decay, "lr_decay value")
+        check_nonnegative(weight_decay, "weight_decay value")
+        check_nonnegative(initial_accumulator_value, "initial_accumulator_value value")
+        check_nonnegative(eps, "epsilon value")
         defaults = dict(
             lr=lr,
             lr_decay=lr_decay,

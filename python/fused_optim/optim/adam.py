@@ -9,17 +9,15 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr, check_nonnegative
 
 
 def _check_hyperparameters(lr: float | Tensor, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
     # torch.optim's checks and messages, so code that catches them keeps working.
     check_lr(lr)
-    if not eps >= 0.0:
-        raise ValueError(f"Invalid epsilon value: {eps}")
+    check_nonnegative(eps, "epsilon value")
     check_betas(betas)
-    if not weight_decay >= 0.0:
-        raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+    check_nonnegative(weight_decay, "weight_decay value")
 
 
 class Adam(FusedOptimizer):
@@ -85,11 +83,6 @@ class Adam(FusedOptimizer):
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
         return (*keys, "step")
-
-    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-        for key in self._state_keys(group)[:-1]:
-            state[key] = self._zeros(param, group)
 
     def _launch(
         self,

@@ -10,7 +10,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr, check_nonnegative
 
 
 class LAMB(FusedOptimizer):
@@ -59,10 +59,8 @@ class LAMB(FusedOptimizer):
     ) -> None:
         check_lr(lr)
         check_betas(betas)
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_nonnegative(eps, "epsilon value")
+        check_nonnegative(weight_decay, "weight_decay value")
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, maximize=maximize
         )
@@ -78,11 +76,6 @@ class LAMB(FusedOptimizer):
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq", "step")
-
-    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-        state["exp_avg"] = self._zeros(param, group)
-        state["exp_avg_sq"] = self._zeros(param, group)
 
     def _launch(
         self,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr, check_nonnegative
 
 
 class Lion(FusedOptimizer):
@@ -46,8 +46,7 @@ class Lion(FusedOptimizer):
     ) -> None:
         check_lr(lr)
         check_betas(betas, closed=True)
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_nonnegative(weight_decay, "weight_decay value")
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
         super().__init__(
             params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
@@ -55,9 +54,6 @@ class Lion(FusedOptimizer):
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg",)
-
-    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["exp_avg"] = self._zeros(param, group)
 
     def _launch(
         self,

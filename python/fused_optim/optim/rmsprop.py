@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_lr
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_lr, check_nonnegative
 
 
 class RMSprop(FusedOptimizer):
@@ -54,14 +54,10 @@ class RMSprop(FusedOptimizer):
     ) -> None:
         # torch.optim.RMSprop's checks and messages.
         check_lr(lr)
-        if not eps >= 0.0:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not momentum >= 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if not weight_decay >= 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
-        if not alpha >= 0.0:
-            raise ValueError(f"Invalid alpha value: {alpha}")
+        check_nonnegative(eps, "epsilon value")
+        check_nonnegative(momentum, "momentum value")
+        check_nonnegative(weight_decay, "weight_decay value")
+        check_nonnegative(alpha, "alpha value")
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -85,11 +81,6 @@ class RMSprop(FusedOptimizer):
         if group["centered"]:
             keys.append("grad_avg")
         return (*keys, "step")
-
-    def _init_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any]) -> None:
-        state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
-        for key in self._state_keys(group)[:-1]:
-            state[key] = self._zeros(param, group)
 
     def _launch(
         self,
