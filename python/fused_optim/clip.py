@@ -8,11 +8,13 @@ kernel already applies (the GradScaler's inverse scale), so clipping costs one r
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from . import _ops
+from ._dtensor import DTensor, dist, local
 
 __all__ = ["clip_grad_norm_", "total_norm"]
 
@@ -20,25 +22,41 @@ __all__ = ["clip_grad_norm_", "total_norm"]
 def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
     """The ``norm_type`` norm (2 or inf) of all elements of ``grads`` together, as a 0-dim float32 tensor (float64
     if any gradient is float64) on the first gradient's device. One fused pass per (device, dtype); no host sync.
+    DTensor gradients count whole: the norms of their local shards are all-reduced over the mesh dimensions that
+    shard them (one all-reduce per mesh dimension), so every rank gets the same global norm.
     """
     grads = [g for g in grads if g is not None]
     if not grads:
         return torch.tensor(0.0)
     norm_type = float(norm_type)
-    if norm_type != 2.0 and norm_type != float("inf"):
+    is_inf = norm_type == float("inf")
+    if norm_type != 2.0 and not is_inf:
         raise ValueError(f"total_norm: norm_type must be 2 or inf, got {norm_type}")
-    groups: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+    groups: dict[tuple[Any, ...], list[Tensor]] = {}
     for g in grads:
         if g.is_sparse:
             raise RuntimeError("total_norm: sparse gradients are not supported; use torch.nn.utils.clip_grad_norm_")
-        groups.setdefault((g.device, g.dtype), []).append(torch.view_as_real(g) if g.is_complex() else g)
-    device = grads[0].device
-    norms = [_ops.grad_norm(group, norm_type).to(device) for group in groups.values()]
+        shards: tuple[Any, ...] = ()
+        if isinstance(g, DTensor):
+            shards = (g.device_mesh, tuple(d for d, pl in enumerate(g.placements) if pl.is_shard()))
+            g = g.to_local()
+        groups.setdefault((g.device, g.dtype, shards), []).append(torch.view_as_real(g) if g.is_complex() else g)
+    device = local(grads[0]).device
+    norms = []
+    for (_, _, shards), group in groups.items():
+        norm = _ops.grad_norm(group, norm_type)
+        if shards and shards[1]:
+            mesh, dims = shards
+            norm = norm if is_inf else norm.square()
+            for d in dims:
+                dist.all_reduce(norm, op=dist.ReduceOp.MAX if is_inf else dist.ReduceOp.SUM, group=mesh.get_group(d))
+            norm = norm if is_inf else norm.sqrt()
+        norms.append(norm.to(device))
     if len(norms) == 1:
         return norms[0]
     dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
     stacked = torch.stack([n.to(dtype) for n in norms])
-    return stacked.max() if norm_type == float("inf") else stacked.square().sum().sqrt()
+    return stacked.max() if is_inf else stacked.square().sum().sqrt()
 
 
 def clip_coefficient(norm: Tensor, max_norm: float) -> Tensor:
@@ -74,7 +92,7 @@ def clip_grad_norm_(
     coef = clip_coefficient(norm, max_norm)
     groups: dict[torch.device, list[Tensor]] = {}
     for g in grads:
-        groups.setdefault(g.device, []).append(g)
+        groups.setdefault(g.device, []).append(local(g))  # a DTensor's shard scales in place
     for device, group in groups.items():
         torch._foreach_mul_(group, coef.to(device))
     return norm

@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from .. import _C
+from .._dtensor import DTensor, local, local_grad
 from ..clip import clip_coefficient, total_norm
 
 
@@ -35,6 +36,8 @@ class Bucket:
     is_complex: bool = False  # complex params are updated through their real views, as torch.optim does
     master_key: str | None = None  # "master_param" or "master_low_bits" when the params have masters
     whole_group: bool = False  # every param of the group, in order (the common case: grads need no picking)
+    #: DTensor params (FSDP2, tensor parallel): each param's DTensor, whose local shard the kernels update.
+    dtensors: list[Tensor] | None = None
     _handles: dict[str, Any] = field(default_factory=dict)
 
     def lists(self, *names: str) -> list[Any]:
@@ -57,6 +60,8 @@ class Bucket:
 
     def grads(self, all_grads: list[Tensor | None]) -> list[Tensor]:
         grads = all_grads if self.whole_group else [all_grads[i] for i in self.indices]
+        if self.dtensors is not None:
+            grads = [local_grad(g, p) for g, p in zip(grads, self.dtensors)]  # type: ignore[arg-type]
         return [torch.view_as_real(g) for g in grads] if self.is_complex else grads  # type: ignore[misc]
 
 
@@ -92,6 +97,13 @@ class FusedOptimizer(Optimizer):
       computed in fp32 and each stored moment is rounded once per step.
 
     Gradients may be float32, bfloat16 or float16 whatever the params' dtype.
+
+    CUDA graphs: a step never reads a device value on the host and updates every tensor in place, so it can be
+    captured and replayed (after a warm-up step has created the state). A float lr is baked into the captured
+    kernels; for an lr that changes between replays, pass a tensor on the device (schedulers update it in place).
+
+    DTensor params (FSDP2's ``fully_shard``): the kernels update each rank's local shard, with state created
+    sharded like its param; quantities over whole tensors (LAMB's norms, ``max_grad_norm``) are all-reduced.
     """
 
     #: torch.amp.GradScaler sets ``grad_scale`` / ``found_inf`` on the optimizer and the kernels consume them.
@@ -162,7 +174,7 @@ class FusedOptimizer(Optimizer):
                             loaded = value.to(device=p.device, dtype=want)
                     # torch.optim keeps the saved tensor itself where no cast was needed; the kernels update state
                     # in place, so that would also advance the state_dict (and any optimizer it came from).
-                    if loaded.data_ptr() == value.data_ptr() and loaded.numel() > 0:
+                    if local(loaded).data_ptr() == local(value).data_ptr() and loaded.numel() > 0:
                         loaded = loaded.clone()
                     self.state[p][key] = loaded
         self._plans.clear()
@@ -308,7 +320,7 @@ class FusedOptimizer(Optimizer):
             self._add_master(p, group, self.state[p])
         _pack_state(fresh, (*self._state_keys(group), *MASTER_KEYS.values()))
 
-        buckets: dict[tuple[torch.device, torch.dtype], Bucket] = {}
+        buckets: dict[tuple[torch.device, torch.dtype, bool], Bucket] = {}
         for i, (p, g) in enumerate(zip(group["params"], all_grads)):
             if g is None:
                 continue
@@ -317,16 +329,22 @@ class FusedOptimizer(Optimizer):
             step = state.get("step")
             if step is not None and (step.device != p.device or step.dtype != torch.float32):
                 state["step"] = step.to(device=p.device, dtype=torch.float32)
-            b = buckets.get((p.device, p.dtype))
+            is_dtensor = isinstance(p, DTensor)
+            b = buckets.get((p.device, p.dtype, is_dtensor))
             if b is None:
-                b = buckets[(p.device, p.dtype)] = Bucket(p.device, p.dtype, [], [], is_complex=p.is_complex())
+                b = Bucket(p.device, p.dtype, [], [], is_complex=p.is_complex(), dtensors=[] if is_dtensor else None)
+                buckets[(p.device, p.dtype, is_dtensor)] = b
                 mode = self._master_mode(group, p.dtype)
                 b.master_key = MASTER_KEYS[mode] if mode else None
                 b.state = {k: [] for k in (*self._state_keys(group), *([b.master_key] if mode else []))}
             b.indices.append(i)
-            b.params.append(torch.view_as_real(p) if b.is_complex else p)
+            if b.dtensors is not None:
+                b.dtensors.append(p)
+            # The kernels see plain tensors: a DTensor's local shard (state made by zeros_like(p) is sharded
+            # like p, so shards line up), and a complex tensor's real view.
+            b.params.append(torch.view_as_real(local(p)) if b.is_complex else local(p))
             for k in b.state:
-                t = state[k]
+                t = local(state[k])
                 b.state[k].append(torch.view_as_real(t) if b.is_complex and k != "step" else t)
         if len(buckets) == 1:
             (b,) = buckets.values()
@@ -355,7 +373,7 @@ def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
             if key == "step":  # a 0-dim counter: nothing to stream
                 continue
             t = state.get(key)
-            if t is not None and t.numel() > 0 and _is_dense(t):
+            if t is not None and t.numel() > 0 and not isinstance(t, DTensor) and _is_dense(t):
                 groups.setdefault((key, t.device, t.dtype), []).append(state)
     for (key, device, dtype), members in groups.items():
         if len(members) < 2:

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .. import _ops
+from .._dtensor import all_reduce_sharded_rows
 from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr, check_nonnegative
 
 
@@ -22,10 +23,12 @@ class LAMB(FusedOptimizer):
     only the two squared norms; the second recomputes them identically, stores the moments and moves the
     parameters (see csrc/rules/lamb.h for why recomputing beats storing the update).
 
-    When parameters are sharded across ranks (each rank holding a slice of every tensor), pass the group of ranks
-    that share the tensors as ``process_group``: the squared norms are summed over it with
-    ``torch.distributed.all_reduce`` (one call per step and dtype), so every rank applies the trust ratio of the
-    whole tensor. The process group is not part of the state_dict.
+    Sharded parameters: DTensor params (FSDP2's ``fully_shard``) need nothing; the squared norms of their local
+    shards are all-reduced over the mesh dimensions that shard them, so every rank applies the trust ratio of the
+    whole tensor. For plain tensors sharded by hand (each rank holding a slice of every tensor), pass the group of
+    ranks that share the tensors as ``process_group``: the squared norms are summed over it with
+    ``torch.distributed.all_reduce`` (one call per step and dtype). The process group is not part of the
+    state_dict.
 
     Args:
         params: parameters or param groups.
@@ -100,7 +103,14 @@ class LAMB(FusedOptimizer):
         sq_norms = _ops.lamb_norms(
             *lists, maximize=group["maximize"], grad_scale=grad_scale, master_params=masters, **hyper
         )
-        if self.process_group is not None:
+        if bucket.dtensors is not None:  # whole-tensor norms of sharded DTensors: sum over their shards' ranks
+            if self.process_group is not None:
+                raise ValueError(
+                    "LAMB: process_group is for plain tensors sharded by hand; DTensor params (FSDP2) are reduced "
+                    "over their own device mesh, leave process_group=None"
+                )
+            all_reduce_sharded_rows(sq_norms, bucket.dtensors)
+        elif self.process_group is not None:
             dist.all_reduce(sq_norms, group=self.process_group)
         _ops.lamb_(
             *lists,
