@@ -17,11 +17,13 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor
+from torch.autograd.profiler import record_function
 from torch.optim import Optimizer
 
 from .. import _C
 from .._dtensor import DTensor, local, local_grad
 from ..clip import clip_coefficient, total_norm
+from ._step_wrapper import profiling, wrap_step
 
 
 @dataclass
@@ -130,6 +132,7 @@ class FusedOptimizer(Optimizer):
             raise ValueError(f"max_grad_norm must be positive, got {max_grad_norm}")
         super().__init__(params, defaults)
         self._plans: dict[int, _GroupPlan] = {}
+        self._lr_cache: dict[int, tuple[float, Tensor]] = {}  # id(group) -> (float lr, that lr as a tensor)
         #: Clip all gradients to this global 2-norm (None: no clipping), see ``step``.
         self.max_grad_norm = max_grad_norm
         #: The global gradient norm (unscaled) of the last step taken with ``max_grad_norm``, as a tensor.
@@ -182,6 +185,7 @@ class FusedOptimizer(Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy and load_state_dict
         super().__setstate__(state)
         self._plans = {}
+        self._lr_cache = {}
         self.__dict__.setdefault("max_grad_norm", None)
         self.__dict__.setdefault("grad_norm", None)
 
@@ -254,7 +258,7 @@ class FusedOptimizer(Optimizer):
 
     # Step ---------------------------------------------------------------------------------------------------
 
-    @torch.no_grad()
+    @wrap_step
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
         """Perform one optimization step; ``closure`` re-evaluates the model and returns the loss."""
         loss = None
@@ -266,18 +270,39 @@ class FusedOptimizer(Optimizer):
         grads_per_group = [[p.grad for p in group["params"]] for group in self.param_groups]
         if self.max_grad_norm is not None:
             grad_scale = self._clip(grads_per_group, grad_scale)
+        label = profiling()
         for group, all_grads in zip(self.param_groups, grads_per_group):
             for bucket in self._plan(group, all_grads).buckets:
                 device = bucket.device
-                self._launch(
+                args = (
                     group,
                     bucket,
                     bucket.grads(all_grads),
-                    _lr_tensor(group["lr"], device),
+                    self._lr_arg(group, device),
                     _on(grad_scale, device),
                     _on(found_inf, device),
                 )
+                if label:  # one profiler range per kernel launch, saying what it updates
+                    name = f"fused_optim.{type(self).__name__}: {len(bucket.params)} {bucket.dtype} tensors on {device}"
+                    with record_function(name):
+                        self._launch(*args)
+                else:
+                    self._launch(*args)
         return loss
+
+    def _lr_arg(self, group: dict[str, Any], device: torch.device) -> Tensor:
+        """The group's lr as the one-element tensor the operators take. A tensor lr stays where it is unless it is
+        on another accelerator; a float becomes a CPU tensor, made once per value (making one costs more than
+        the whole step of a one-parameter optimizer)."""
+        lr = group["lr"]
+        if isinstance(lr, Tensor):
+            return lr if lr.device.type == "cpu" or lr.device == device else lr.to(device)
+        if torch.compiler.is_compiling():
+            return torch.tensor(float(lr), dtype=torch.float64)
+        cached = self._lr_cache.get(id(group))
+        if cached is None or cached[0] != lr:
+            cached = self._lr_cache[id(group)] = (lr, torch.tensor(float(lr), dtype=torch.float64))
+        return cached[1]
 
     def _clip(self, grads_per_group: list[list[Tensor | None]], grad_scale: Tensor | None) -> Tensor | None:
         """Global-norm clipping folded into the kernels' gradient scale: the kernels divide every gradient by
@@ -420,14 +445,6 @@ def check_betas(betas: tuple[float, float], *, closed: bool = False) -> None:
     for i, beta in enumerate(betas):
         if not (0.0 <= beta <= 1.0 if closed else 0.0 <= beta < 1.0):
             raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
-
-
-def _lr_tensor(lr: float | Tensor, device: torch.device) -> Tensor:
-    """lr as the one-element tensor the operators take: a float goes to the CPU, a tensor stays where it is
-    unless it is on another accelerator."""
-    if isinstance(lr, Tensor):
-        return lr if lr.device.type == "cpu" or lr.device == device else lr.to(device)
-    return torch.tensor(float(lr), dtype=torch.float64)
 
 
 def _on(t: Tensor | None, device: torch.device) -> Tensor | None:

@@ -1,0 +1,247 @@
+"""The parts of torch.optim's contract that other code relies on beyond the update itself: step pre/post hooks,
+grad mode, profiler ranges, a step at lr=0 that changes nothing (torch.distributed.checkpoint creates state that
+way), and one optimizer per parameter (optimizer-in-backward). Our step has its own wrapper instead of torch's
+(optim/_step_wrapper.py), so each behaviour is compared with a torch.optim optimizer doing the same."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+import fused_optim
+
+ALL = {
+    "AdamW": lambda ps, **kw: fused_optim.AdamW(ps, amsgrad=True, **kw),
+    "Adam": lambda ps, **kw: fused_optim.Adam(ps, weight_decay=0.1, **kw),
+    "SGD": lambda ps, **kw: fused_optim.SGD(ps, momentum=0.9, nesterov=True, weight_decay=0.1, **kw),
+    "RMSprop": lambda ps, **kw: fused_optim.RMSprop(ps, momentum=0.5, centered=True, weight_decay=0.1, **kw),
+    "Adagrad": lambda ps, **kw: fused_optim.Adagrad(ps, lr_decay=0.1, weight_decay=0.1, **kw),
+    "Lion": lambda ps, **kw: fused_optim.Lion(ps, weight_decay=0.1, **kw),
+    "LAMB": lambda ps, **kw: fused_optim.LAMB(ps, weight_decay=0.1, **kw),
+}
+
+
+def params(dtype=torch.float32, shapes=((4, 3), (5,))):
+    torch.manual_seed(0)
+    return [torch.randn(s, dtype=dtype, requires_grad=True) for s in shapes]
+
+
+def set_grads(ps, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for p in ps:
+        p.grad = torch.randn(p.shape, generator=g).to(p.dtype)
+
+
+# Step hooks ---------------------------------------------------------------------------------------------------
+
+
+def record_hooks(opt, events):
+    def record(kind):
+        # the optimizer itself is among the args (torch's wrapper passes self in them): name it to compare runs
+        return lambda o, a, k: events.append((kind, type(o).__name__, tuple("self" if x is o else x for x in a), k))
+
+    return [
+        register_optimizer_step_pre_hook(record("global pre")),
+        opt.register_step_pre_hook(record("pre")),
+        opt.register_step_post_hook(record("post")),
+        register_optimizer_step_post_hook(record("global post")),
+    ]
+
+
+def test_step_hooks_run_as_torch_optims_do():
+    runs = {}
+    for which, cls in (("ours", fused_optim.AdamW), ("torch", torch.optim.AdamW)):
+        ps = params()
+        opt = cls(ps, lr=0.1)
+        events = []
+        handles = record_hooks(opt, events)
+        set_grads(ps)
+        opt.step()
+        opt.step(closure=None)
+        for h in handles:
+            h.remove()
+        opt.step()  # removed hooks stay silent
+        runs[which] = events
+    assert runs["ours"] == runs["torch"]
+    assert [e[0] for e in runs["ours"]] == ["global pre", "pre", "post", "global post"] * 2
+
+
+def test_pre_hook_may_replace_the_arguments():
+    ps = params()
+    opt = fused_optim.SGD(ps, lr=0.1)
+    calls = []
+
+    def closure():
+        calls.append(True)
+        return torch.tensor(1.5)
+
+    opt.register_step_pre_hook(lambda o, args, kwargs: (args, {"closure": closure}))  # args = (opt,)
+    set_grads(ps)
+    assert opt.step() == 1.5 and calls == [True]
+
+
+def test_pre_hook_with_a_bad_return_value_is_an_error():
+    opt = fused_optim.SGD(params(), lr=0.1)
+    opt.register_step_pre_hook(lambda o, args, kwargs: "nonsense")
+    with pytest.raises(RuntimeError, match="must return None or a tuple of"):
+        opt.step()
+
+
+def test_post_hook_sees_the_updated_params():
+    ps = params()
+    opt = fused_optim.SGD(ps, lr=0.1)
+    before = ps[0].detach().clone()
+    seen = []
+    opt.register_step_post_hook(lambda o, a, k: seen.append(ps[0].detach().clone()))
+    set_grads(ps)
+    opt.step()
+    torch.testing.assert_close(seen[0], before - 0.1 * ps[0].grad)
+
+
+# Grad mode ----------------------------------------------------------------------------------------------------
+
+
+def test_step_runs_without_grad_and_restores_grad_mode():
+    ps = params()
+    opt = fused_optim.AdamW(ps, lr=0.1)
+    set_grads(ps)
+    modes = []
+
+    def closure():
+        modes.append(torch.is_grad_enabled())  # a closure computes a loss with autograd, as in torch.optim
+        return torch.tensor(0.0)
+
+    opt.step(closure)
+    assert modes == [True] and torch.is_grad_enabled()
+    assert all(p.grad_fn is None and p.requires_grad for p in ps)
+    with torch.no_grad():
+        opt.step()
+        assert not torch.is_grad_enabled()  # the caller's mode survives the step
+
+    opt.param_groups[0]["lr"] = torch.tensor([0.1, 0.2])  # the step raises; grad mode must still come back
+    with pytest.raises(RuntimeError, match="lr"):
+        opt.step()
+    assert torch.is_grad_enabled()
+
+
+# Profiler ranges ----------------------------------------------------------------------------------------------
+
+
+def trace_events(tmp_path, fn):
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    path = tmp_path / "trace.json"
+    prof.export_chrome_trace(str(path))
+    return [e for e in json.loads(path.read_text())["traceEvents"] if e.get("ph") == "X"]
+
+
+def inside(inner, outer):
+    return outer["ts"] <= inner["ts"] and inner["ts"] + inner["dur"] <= outer["ts"] + outer["dur"]
+
+
+def test_profiler_shows_the_step_and_each_kernel_launch(tmp_path):
+    ps = params() + params(torch.float64, shapes=((6,),))
+    opt = fused_optim.AdamW(ps, lr=0.1)
+    set_grads(ps)
+    opt.step()
+    events = trace_events(tmp_path, opt.step)
+    by_name = {}
+    for e in events:
+        by_name.setdefault(e["name"], []).append(e)
+    (step,) = by_name["fused_optim.AdamW.step"]
+    (torch_range,) = by_name["Optimizer.step#AdamW.step"]  # the name torch's own tools look for
+    assert inside(step, torch_range)
+    launch32 = by_name["fused_optim.AdamW: 2 torch.float32 tensors on cpu"][0]
+    launch64 = by_name["fused_optim.AdamW: 1 torch.float64 tensors on cpu"][0]
+    ops = by_name["fused_optim::adam_"]  # one per dispatch key the call passes through (Autograd, CPU)
+    for launch in (launch32, launch64):
+        assert inside(launch, step)
+        assert any(inside(op, launch) for op in ops)  # the operator the launch called, nested in its range
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_profiler_labels_every_optimizer(tmp_path, name):
+    ps = params()
+    opt = ALL[name](ps, lr=0.1)
+    set_grads(ps)
+    names = {e["name"] for e in trace_events(tmp_path, opt.step)}
+    assert f"fused_optim.{type(opt).__name__}.step" in names
+    assert any(n.startswith("fused_optim::") for n in names)
+
+
+def test_no_ranges_without_a_profiler(monkeypatch):
+    """The ranges cost time, so they are only opened while a profiler records."""
+    opened = []
+    monkeypatch.setattr(torch.autograd.profiler.record_function, "__enter__", lambda self: opened.append(self))
+    ps = params()
+    opt = fused_optim.AdamW(ps, lr=0.1)
+    set_grads(ps)
+    opt.step()
+    assert opened == []
+
+
+# lr = 0 -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize("precision", ["float32", "bf16_master", "bf16_split_master"])
+def test_a_step_with_lr_zero_changes_no_param(name, precision):
+    """torch.distributed.checkpoint creates optimizer state by stepping at lr=0 before it loads a checkpoint
+    (get_optimizer_state_dict of a fresh optimizer), and counts on the params staying exactly as they are."""
+    dtype = torch.float32 if precision == "float32" else torch.bfloat16
+    kwargs = {}
+    if precision != "float32":
+        kwargs["master_weights"] = "split" if precision == "bf16_split_master" else True
+    ps = params(dtype)
+    before = [p.detach().clone() for p in ps]
+    opt = ALL[name](ps, lr=0.0, **kwargs)
+    for seed in range(3):
+        set_grads(ps, seed)  # zero grads in the checkpoint loader; any gradient must leave the params alone
+        opt.step()
+    for p, b in zip(ps, before):
+        assert torch.equal(p, b)
+    if kwargs:
+        master_key = "master_low_bits" if kwargs["master_weights"] == "split" else "master_param"
+        for p, b in zip(ps, before):
+            m = opt.state[p][master_key]
+            assert torch.equal(m, torch.zeros_like(m)) if master_key == "master_low_bits" else torch.equal(m, b.float())
+
+
+def test_a_step_with_tensor_lr_zero_changes_no_param():
+    ps = params()
+    before = [p.detach().clone() for p in ps]
+    opt = fused_optim.AdamW(ps, lr=torch.tensor(0.0), weight_decay=0.5)
+    set_grads(ps)
+    opt.step()
+    assert all(torch.equal(p, b) for p, b in zip(ps, before))
+
+
+# Optimizer in backward ----------------------------------------------------------------------------------------
+
+
+def test_optimizer_in_backward_matches_a_whole_model_optimizer():
+    """One optimizer per parameter, stepped by a hook as each gradient is accumulated
+    (torch.distributed.optim._apply_optimizer_in_backward), equals one optimizer over the model."""
+    in_backward = pytest.importorskip("torch.distributed.optim")._apply_optimizer_in_backward
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+
+    ours, ref = model(), model()
+    in_backward(fused_optim.AdamW, ours.parameters(), {"lr": 0.01, "weight_decay": 0.1})
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=0.01, weight_decay=0.1, foreach=False)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(4):
+        x = torch.randn(5, 6, generator=g)
+        ours(x).square().mean().backward()  # steps each parameter as its gradient is ready
+        ref(x).square().mean().backward()
+        ref_opt.step()
+        ref_opt.zero_grad()
+    for p, q in zip(ours.parameters(), ref.parameters()):
+        assert p.grad is None  # the hook stepped and released each gradient
+        torch.testing.assert_close(p, q)
+    assert all(len(opts) == 1 for opts in (p._in_backward_optimizers for p in ours.parameters()))
