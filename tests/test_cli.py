@@ -11,14 +11,29 @@ import pytest
 from fused_optim.__main__ import main
 
 
-def test_demo_trains_beside_torch(capsys):
-    assert main(["demo", "--steps", "40", "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
+def test_demo_trains_beside_torch(capsys, tmp_path):
+    png = tmp_path / "demo.png"
+    assert main(["demo", "--steps", "40", "--device", "cpu", "--png", str(png)]) == 0
+    captured = capsys.readouterr()
+    out = captured.out
+    assert png.read_bytes().startswith(b"\x89PNG")
+    assert "training [####" in captured.err  # the progress bar, on stderr
     rows = dict(re.findall(r"^(fused_optim\.AdamW|torch\.optim\.AdamW)\s+([\d.]+)\s", out, re.M))
     assert set(rows) == {"fused_optim.AdamW", "torch.optim.AdamW"}
     assert float(rows["fused_optim.AdamW"]) < 2.0  # ln(10) = 2.30 is chance level: it learned something
     assert abs(float(rows["fused_optim.AdamW"]) - float(rows["torch.optim.AdamW"])) < 0.05
     assert "speed-up" in out
+    # the loss curves side by side: the runs start from the same weights and see the same batches
+    curve = re.findall(r"^\s+(\d+)\s+([\d.e+-]+)\s+([\d.]+)\s+([\d.]+)$", out, re.M)
+    assert len(curve) == 6 and curve[0][0] == "1" and curve[-1][0] == "40"
+    assert curve[0][2] == curve[0][3]
+
+
+def test_demo_without_a_picture(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--steps", "5", "--device", "cpu", "--png", "", "--quiet"]) == 0
+    assert list(tmp_path.iterdir()) == []
+    assert capsys.readouterr().err == ""
 
 
 def test_info(capsys):
@@ -62,3 +77,11 @@ def test_schedule_png(tmp_path, capsys):
     assert main(["schedule", "cosine", "--steps", "50", "--warmup", "5", "--png", str(path)]) == 0
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
     assert "wrote" in capsys.readouterr().out
+
+
+def test_demo_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib now raises ImportError
+    assert main(["demo", "--steps", "5", "--device", "cpu", "--png", str(tmp_path / "d.png"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "no picture" in out and "pip install matplotlib" in out
+    assert not (tmp_path / "d.png").exists()

@@ -1,96 +1,20 @@
-"""Command line: ``python -m fused_optim demo`` (a short training run beside torch.optim) and ``info``."""
+"""Command line: ``python -m fused_optim <command>``; each command lives in the module that does the work.
+
+demo      a short training run with fused_optim.AdamW beside torch.optim.AdamW (fused_optim/demo.py)
+schedule  a learning-rate schedule as a table or a PNG (fused_optim/lr_scheduler.py)
+info      how the compiled core was built
+"""
 
 from __future__ import annotations
 
 import argparse
 import ast
-import copy
-import statistics
 import sys
-import time
 
 import torch
 
 import fused_optim
-from fused_optim import lr_scheduler
-
-
-def _data(n: int, dim: int, classes: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A classification task generated here (no download): labels from a fixed random teacher network."""
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, dim, generator=g)
-    w1, w2 = torch.randn(dim, 64, generator=g), torch.randn(64, classes, generator=g)
-    return x, (torch.tanh(x @ w1) @ w2).argmax(dim=1)
-
-
-def _model(dim: int, classes: int) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Linear(dim, 256),
-        torch.nn.GELU(),
-        torch.nn.LayerNorm(256),
-        torch.nn.Linear(256, 256),
-        torch.nn.GELU(),
-        torch.nn.Linear(256, classes),
-    )
-
-
-def demo(args: argparse.Namespace) -> int:
-    device = args.device
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("demo: --device cuda was asked for but no CUDA GPU is visible")
-    amp_dtype = torch.bfloat16
-    x, y = _data(8192, 64, 10, seed=1)
-    x, y = x.to(device), y.to(device)
-    base = _model(64, 10).to(device)
-    runs = {
-        "fused_optim.AdamW": lambda ps: fused_optim.AdamW(ps, lr=args.lr, weight_decay=0.05),
-        "torch.optim.AdamW": lambda ps: torch.optim.AdamW(ps, lr=args.lr, weight_decay=0.05),
-    }
-    print(
-        f"fused_optim {fused_optim.__version__} on {device} (CPU kernels: {fused_optim.build_info()['cpu_isa']}); "
-        f"{args.steps} steps of AdamW, warm-up + cosine schedule, autocast {amp_dtype}"
-    )
-    results = {}
-    for name, make in runs.items():
-        model = copy.deepcopy(base)
-        opt = make(model.parameters())
-        sched = lr_scheduler.get_cosine_schedule_with_warmup(opt, max(1, args.steps // 10), args.steps)
-        g = torch.Generator(device="cpu").manual_seed(2)
-        losses, step_times = [], []
-        for step in range(args.steps):
-            idx = torch.randint(0, x.shape[0], (256,), generator=g).to(device)
-            with torch.autocast(device_type=device, dtype=amp_dtype):
-                loss = torch.nn.functional.cross_entropy(model(x[idx]), y[idx])
-            opt.zero_grad()
-            loss.backward()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            opt.step()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            step_times.append(time.perf_counter() - t0)
-            sched.step()
-            losses.append(loss.item())
-            if (step + 1) % max(1, args.steps // 5) == 0:
-                print(
-                    f"  {name:<18} step {step + 1:>4}  loss {statistics.fmean(losses[-20:]):.4f}  "
-                    f"lr {sched.get_last_lr()[0]:.2e}"
-                )
-        with torch.no_grad():
-            acc = (model(x).argmax(1) == y).float().mean().item()
-        results[name] = (statistics.fmean(losses[-20:]), acc, statistics.median(step_times) * 1e3, model)
-    print(f"\n{'optimizer':<20}{'final loss':>12}{'accuracy':>10}{'step ms (median)':>18}")
-    for name, (loss, acc, ms, _) in results.items():
-        print(f"{name:<20}{loss:>12.4f}{acc:>10.3f}{ms:>18.3f}")
-    ours, ref = results["fused_optim.AdamW"], results["torch.optim.AdamW"]
-    diff = max((p - q).abs().max().item() for p, q in zip(ours[3].parameters(), ref[3].parameters()))
-    print(
-        f"\nlargest parameter difference after {args.steps} steps: {diff:.2e}; "
-        f"optimizer step speed-up: {ref[2] / ours[2]:.2f}x"
-    )
-    return 0
+from fused_optim import demo, lr_scheduler
 
 
 def schedule(args: argparse.Namespace) -> int:
@@ -133,13 +57,11 @@ def info(_: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m fused_optim", description="fused_optim command line")
+    ap = argparse.ArgumentParser(
+        prog="python -m fused_optim", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = ap.add_subparsers(dest="command", required=True)
-    d = sub.add_parser("demo", help="train a small model with fused_optim.AdamW beside torch.optim.AdamW")
-    d.add_argument("--steps", type=int, default=300)
-    d.add_argument("--lr", type=float, default=3e-3)
-    d.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    d.set_defaults(func=demo)
+    demo.add_cli(sub)
     sc = sub.add_parser("schedule", help="print a learning-rate schedule's lr at evenly spaced steps")
     sc.add_argument("name", help="a get_scheduler name: linear, cosine, cosine_with_restarts, polynomial, ...")
     sc.add_argument("--steps", type=int, default=1000, help="num_training_steps")
