@@ -1,6 +1,7 @@
 """Command line: ``python -m fused_optim <command>``; each command lives in the module that does the work.
 
 demo      a short training run with fused_optim.AdamW beside torch.optim.AdamW (fused_optim/demo.py)
+bench     each optimizer's step time against torch.optim, side by side (fused_optim/benchmark.py)
 schedule  a learning-rate schedule as a table or a PNG (fused_optim/lr_scheduler.py)
 info      how the compiled core was built
 """
@@ -14,7 +15,7 @@ import sys
 import torch
 
 import fused_optim
-from fused_optim import demo, lr_scheduler
+from fused_optim import benchmark, demo, lr_scheduler
 
 
 def schedule(args: argparse.Namespace) -> int:
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = ap.add_subparsers(dest="command", required=True)
     demo.add_cli(sub)
+    benchmark.add_cli(sub)
     sc = sub.add_parser("schedule", help="print a learning-rate schedule's lr at evenly spaced steps")
     sc.add_argument("name", help="a get_scheduler name: linear, cosine, cosine_with_restarts, polynomial, ...")
     sc.add_argument("--steps", type=int, default=1000, help="num_training_steps")

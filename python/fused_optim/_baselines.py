@@ -1,6 +1,6 @@
 """Plain-torch baselines for optimizers torch.optim does not have (Lion, LAMB), written the fastest way plain torch
 allows: torch._foreach_* ops over all tensors of a group, as torch.optim's foreach paths are. The benchmark's
-yardstick for fused_optim.Lion and fused_optim.LAMB."""
+yardstick for fused_optim.Lion and fused_optim.LAMB (fused_optim/benchmark.py); not part of the public API."""
 
 from __future__ import annotations
 

@@ -1,0 +1,328 @@
+"""Step-time benchmark of fused_optim against torch.optim, side by side (``python -m fused_optim bench``, and
+``benchmarks/bench_step.py`` with longer defaults).
+
+Optimizers, with the bytes an fp32 step must move per parameter: adamw (28: reads p, g, m, v, writes p, m, v),
+sgd with momentum 0.9, rmsprop, adagrad and lion (20: read p, g and one state tensor, write p and the state), lamb
+(44: two passes, see csrc/rules/lamb.h).
+
+Workloads:
+  tiny1000        1000 tensors of 256 elements: the step is almost all per-tensor overhead
+  small1000       1000 tensors, log-uniform 64..65536 elements (about 9.5 M parameters)
+  large25m        three 4096x2048 matrices plus 96 vectors (about 25 M parameters)
+  flat:<name>     one tensor with as many elements as <name> (the cost of the bytes alone)
+
+Each round runs every contender of one optimizer for a few steps, then measures the machine's copy bandwidth; the
+table reports per contender the median step time over all rounds, the effective bandwidth (bytes the step must
+move / time), its share of the copy bandwidth measured in the same rounds, and the speed-up over the baseline:
+torch's fastest path for the optimizer on the device (fused where torch has a fused kernel, else foreach; for Lion
+and LAMB, which torch.optim lacks, foreach implementations in fused_optim/_baselines.py). Interleaving the rounds
+makes a noisy machine slow every contender alike, so the ratios hold even when the absolute times drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+import fused_optim
+from fused_optim._baselines import ForeachLAMB, ForeachLion
+from fused_optim.progress import Progress
+
+BYTES_PER_PARAM = {"adamw": 28, "sgd": 20, "rmsprop": 20, "adagrad": 20, "lion": 20, "lamb": 44}
+Maker = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+
+
+def shapes(workload: str) -> list[tuple[int, ...]]:
+    """The parameter shapes of a workload (see the module docstring)."""
+    if workload == "small1000":
+        g = torch.Generator().manual_seed(1234)
+        u = torch.rand(1000, generator=g, dtype=torch.float64)
+        sizes = torch.exp(math.log(64) + u * (math.log(65536) - math.log(64)))
+        return [(int(s),) for s in sizes.round().long().tolist()]
+    if workload == "tiny1000":
+        return [(256,)] * 1000
+    if workload == "large25m":
+        return [(4096, 2048)] * 3 + [(2048,)] * 48 + [(512,)] * 48
+    if workload.startswith("flat:"):
+        return [(sum(math.prod(s) for s in shapes(workload[5:])),)]
+    raise ValueError(f"unknown workload {workload!r}: tiny1000, small1000, large25m or flat:<workload>")
+
+
+def make_params(workload: str, device: str, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """Parameters of the workload's shapes with small random gradients."""
+    torch.manual_seed(0)
+    params = []
+    for s in shapes(workload):
+        p = torch.nn.Parameter(torch.randn(s, device=device, dtype=dtype))
+        p.grad = torch.randn(s, device=device, dtype=dtype) * 1e-2
+        params.append(p)
+    return params
+
+
+def contenders(optimizer: str, device: str) -> dict[str, Maker]:
+    """fused_optim's optimizer first, then the baseline of the ratios (torch's fastest path), then others."""
+    if optimizer == "adamw":
+        return {
+            "fused_optim.AdamW": lambda ps: fused_optim.AdamW(ps, lr=1e-3),
+            "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
+            "torch AdamW foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
+        }
+    if optimizer == "sgd":
+        return {
+            "fused_optim.SGD": lambda ps: fused_optim.SGD(ps, lr=1e-3, momentum=0.9),
+            "torch SGD fused": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, fused=True),
+            "torch SGD foreach": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, foreach=True),
+        }
+    if optimizer == "rmsprop":  # torch has no fused RMSprop
+        return {
+            "fused_optim.RMSprop": lambda ps: fused_optim.RMSprop(ps, lr=1e-3),
+            "torch RMSprop foreach": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, foreach=True),
+            "torch RMSprop forloop": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, foreach=False),
+        }
+    if optimizer == "adagrad":  # torch's fused Adagrad is CPU-only
+        torch_fused = {"torch Adagrad fused": lambda ps: torch.optim.Adagrad(ps, lr=1e-3, fused=True)}
+        return {
+            "fused_optim.Adagrad": lambda ps: fused_optim.Adagrad(ps, lr=1e-3),
+            **(torch_fused if device == "cpu" else {}),
+            "torch Adagrad foreach": lambda ps: torch.optim.Adagrad(ps, lr=1e-3, foreach=True),
+        }
+    if optimizer == "lion":
+        return {
+            "fused_optim.Lion": lambda ps: fused_optim.Lion(ps, lr=1e-4, weight_decay=0.1),
+            "foreach Lion": lambda ps: ForeachLion(ps, lr=1e-4, weight_decay=0.1),
+        }
+    if optimizer == "lamb":
+        return {
+            "fused_optim.LAMB": lambda ps: fused_optim.LAMB(ps, lr=1e-3),
+            "foreach LAMB": lambda ps: ForeachLAMB(ps, lr=1e-3),
+        }
+    raise ValueError(f"unknown optimizer {optimizer!r}: {', '.join(BYTES_PER_PARAM)}")
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(opt: torch.optim.Optimizer, steps: int, device: str) -> list[float]:
+    """Seconds of each of ``steps`` steps (synchronized on CUDA)."""
+    times = []
+    for _ in range(steps):
+        sync(device)
+        t0 = time.perf_counter()
+        opt.step()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def copy_bandwidth(device: str, numel: int = 1 << 26) -> float:
+    """GB/s of a large tensor copy (read + write), the practical roofline of a streaming kernel."""
+    src = torch.randn(numel, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(5):
+        sync(device)
+        t0 = time.perf_counter()
+        dst.copy_(src)
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return 2 * src.numel() * src.element_size() / statistics.median(times) / 1e9
+
+
+def bench(
+    optimizer: str,
+    workload: str,
+    device: str,
+    *,
+    rounds: int,
+    steps: int,
+    warmup: int,
+    probe_numel: int = 1 << 26,
+    progress: Progress | None = None,
+) -> list[dict[str, Any]]:
+    """Rows of the table for one optimizer on one workload: one per contender."""
+    makers = contenders(optimizer, device)
+    # Separate parameters per contender, so no one inherits another's cache state by construction.
+    opts = {name: make(make_params(workload, device)) for name, make in makers.items()}
+    for opt in opts.values():
+        time_steps(opt, warmup, device)
+    samples: dict[str, list[float]] = {name: [] for name in opts}
+    probes = []
+    for _ in range(rounds):
+        for name, opt in opts.items():  # interleaved: every round runs everyone
+            samples[name] += time_steps(opt, steps, device)
+        probes.append(copy_bandwidth(device, probe_numel))
+        if progress is not None:
+            progress.update(note=f"{optimizer} {workload}")
+    nparams = sum(math.prod(s) for s in shapes(workload))
+    probe = statistics.median(probes)
+    baseline = statistics.median(samples[list(makers)[1]])
+    rows = []
+    for name, ts in samples.items():
+        med = statistics.median(ts)
+        gbs = nparams * BYTES_PER_PARAM[optimizer] / med / 1e9
+        rows.append(
+            dict(
+                optimizer=optimizer,
+                workload=workload,
+                device=device,
+                contender=name,
+                ms=med * 1e3,
+                min_ms=min(ts) * 1e3,
+                gbs=gbs,
+                pct_copy=100 * gbs / probe,
+                vs_baseline=baseline / med,
+                nparams=nparams,
+                ntensors=len(shapes(workload)),
+            )
+        )
+    return rows
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The rows as a text table."""
+    header = (
+        f"{'workload':<16}{'dev':<5}{'contender':<24}{'median ms':>10}{'min ms':>9}{'GB/s':>8}{'%copy':>7}"
+        f"{'vs baseline':>13}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        lines.append(
+            f"{r['workload']:<16}{r['device']:<5}{r['contender']:<24}{r['ms']:>10.3f}{r['min_ms']:>9.3f}"
+            f"{r['gbs']:>8.1f}{r['pct_copy']:>7.0f}{r['vs_baseline']:>12.2f}x"
+        )
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], path: str) -> str:
+    """A bar chart of each contender's speed-up over the baseline, per optimizer and workload. Needs matplotlib."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("the benchmark's chart needs matplotlib: pip install matplotlib") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cases = list(dict.fromkeys((r["optimizer"], r["workload"], r["device"]) for r in rows))
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cases) + 2), 4))
+    width = 0.8 / max(sum(1 for r in rows if (r["optimizer"], r["workload"], r["device"]) == c) for c in cases)
+    for i, case in enumerate(cases):
+        case_rows = [r for r in rows if (r["optimizer"], r["workload"], r["device"]) == case]
+        for j, r in enumerate(case_rows):
+            ours = r["contender"].startswith("fused_optim")
+            bar = ax.bar(i + (j - (len(case_rows) - 1) / 2) * width, r["vs_baseline"], width * 0.9)
+            bar[0].set_color("tab:blue" if ours else ("tab:gray" if j == 1 else "silver"))
+            if ours:
+                ax.annotate(
+                    f"{r['vs_baseline']:.2f}x",
+                    (i + (j - (len(case_rows) - 1) / 2) * width, r["vs_baseline"]),
+                    ha="center",
+                    va="bottom",
+                    fontsize=8,
+                )
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_xticks(range(len(cases)), [f"{o}\n{w}\n{d}" for o, w, d in cases], fontsize=8)
+    ax.set_ylabel("speed-up over torch's fastest path")
+    ax.set_title("fused_optim (blue) vs torch baseline (gray) and others (light)")
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+    plt.close(fig)
+    return path
+
+
+SIZES = {"tiny": "tiny1000", "small": "small1000", "large": "large25m"}
+
+
+def add_arguments(ap: argparse.ArgumentParser, *, rounds: int, workloads: str, device: str) -> None:
+    """The benchmark's options (shared by ``python -m fused_optim bench`` and benchmarks/bench_step.py, which
+    differ only in their defaults)."""
+    ap.add_argument("--device", choices=["cpu", "cuda", "all"], default=device)
+    ap.add_argument(
+        "--workloads",
+        default=workloads,
+        help=f"comma-separated workloads, or sizes {', '.join(f'{k}={v}' for k, v in SIZES.items())} "
+        f"(default {workloads})",
+    )
+    ap.add_argument("--optimizers", default=",".join(BYTES_PER_PARAM), help="comma-separated (default: all)")
+    ap.add_argument("--rounds", type=_positive_int, default=rounds, help=f"interleaved rounds (default {rounds})")
+    ap.add_argument("--steps", type=_positive_int, default=5, help="steps per contender per round (default 5)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    ap.add_argument("--threads", type=_positive_int, default=None, help="torch.set_num_threads (CPU)")
+    ap.add_argument("--png", default="", help="also draw the speed-ups as a bar chart to this PNG")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the benchmark the parsed arguments describe and print the table."""
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    if "cuda" in devices and not torch.cuda.is_available():
+        if args.device == "cuda":
+            raise SystemExit("bench: --device cuda was asked for but no CUDA GPU is visible")
+        devices.remove("cuda")
+    workloads = [SIZES.get(w, w) for w in args.workloads.split(",")]
+    optimizers = args.optimizers.split(",")
+    try:  # check names before spending minutes
+        for w in workloads:
+            shapes(w)
+        for o in optimizers:
+            contenders(o, "cpu")
+    except ValueError as e:
+        raise SystemExit(f"bench: {e}") from None
+    info = fused_optim.build_info()
+    print(
+        f"torch {torch.__version__}, fused_optim {fused_optim.__version__}, CPU ISA {info['cpu_isa']}, "
+        f"{torch.get_num_threads()} threads" + (f", GPU {torch.cuda.get_device_name()}" if "cuda" in devices else "")
+    )
+    rows: list[dict[str, Any]] = []
+    total = len(devices) * len(optimizers) * len(workloads) * args.rounds
+    with Progress(total=total, desc="bench", enabled=not args.quiet) as bar:
+        for device in devices:
+            for optimizer in optimizers:
+                for w in workloads:
+                    probe = 1 << 26 if w != "tiny1000" else 1 << 24
+                    rows += bench(
+                        optimizer,
+                        w,
+                        device,
+                        rounds=args.rounds,
+                        steps=args.steps,
+                        warmup=args.warmup,
+                        probe_numel=probe,
+                        progress=bar,
+                    )
+    print(table(rows))
+    if args.png:
+        try:
+            print("wrote", plot(rows, args.png))
+        except ImportError as e:
+            print(f"no chart: {e}")
+    return 0
+
+
+def add_cli(subparsers: argparse._SubParsersAction) -> None:
+    """The ``bench`` subcommand: a short run by default (small workload, 3 rounds)."""
+    b = subparsers.add_parser(
+        "bench",
+        help="time each optimizer's step against torch.optim (a short benchmark)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(b, rounds=3, workloads="small", device="cuda" if torch.cuda.is_available() else "cpu")
+    b.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
