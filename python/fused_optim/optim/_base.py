@@ -69,7 +69,7 @@ class Bucket:
 
 @dataclass
 class _GroupPlan:
-    key: tuple[bool, ...]
+    key: tuple[Any, ...]
     buckets: list[Bucket]
 
 
@@ -244,6 +244,16 @@ class FusedOptimizer(Optimizer):
             if key != "step":
                 state[key] = self._zeros(param, group)
 
+    def _start_missing_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any], key: str) -> Tensor:
+        """The value of state ``key`` for a param whose state predates the option that needs it (amsgrad or momentum
+        switched on mid-run, or a state_dict saved with other options). Subclasses return how such a buffer starts
+        where that is well defined; otherwise this error."""
+        raise RuntimeError(
+            f"{type(self).__name__}: the state of a parameter has no {key!r}, which these options need; it was made "
+            "with other options or by another optimizer. Recreate the optimizer, or load a state_dict saved with "
+            "these options"
+        )
+
     def _launch(
         self,
         group: dict[str, Any],
@@ -327,7 +337,9 @@ class FusedOptimizer(Optimizer):
             has_grad = [g is not None for g in all_grads]
         else:
             has_grad = list(map(operator.is_not, all_grads, itertools.repeat(None)))
-        key = () if all(has_grad) else tuple(has_grad)
+        # Options that change which state tensors the op takes (amsgrad, momentum, masters) also rebuild the plan.
+        options = (self._state_keys(group), group.get("master_weights", False))
+        key = (options, () if all(has_grad) else tuple(has_grad))
         plan = self._plans.get(id(group))
         if plan is None or plan.key != key:
             plan = _GroupPlan(key, self._build_buckets(group, all_grads))
@@ -339,10 +351,15 @@ class FusedOptimizer(Optimizer):
         for p, g in zip(group["params"], all_grads):
             if g is None:
                 continue
-            if len(self.state[p]) == 0:
-                self._init_state(p, group, self.state[p])
-                fresh.append(self.state[p])
-            self._add_master(p, group, self.state[p])
+            state = self.state[p]
+            if len(state) == 0:
+                self._init_state(p, group, state)
+                fresh.append(state)
+            else:  # an option switched on since the state was made (or loaded): start what it needs
+                for key in self._state_keys(group):
+                    if key not in state:
+                        state[key] = self._start_missing_state(p, group, state, key)
+            self._add_master(p, group, state)
         _pack_state(fresh, (*self._state_keys(group), *MASTER_KEYS.values()))
 
         buckets: dict[tuple[torch.device, torch.dtype, bool], Bucket] = {}

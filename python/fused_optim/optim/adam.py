@@ -84,6 +84,12 @@ class Adam(FusedOptimizer):
         keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")
         return (*keys, "step")
 
+    def _start_missing_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any], key: str) -> Tensor:
+        if key == "max_exp_avg_sq" and "exp_avg_sq" in state:
+            # amsgrad switched on mid-run: the running maximum starts at the current second moment
+            return state["exp_avg_sq"].clone()
+        return super()._start_missing_state(param, group, state, key)
+
     def _launch(
         self,
         group: dict[str, Any],
@@ -95,8 +101,6 @@ class Adam(FusedOptimizer):
     ) -> None:
         beta1, beta2 = group["betas"]
         amsgrad = group["amsgrad"]
-        if amsgrad and "max_exp_avg_sq" not in bucket.state:
-            raise RuntimeError("amsgrad was switched on after state was created; recreate the optimizer")
         params, exp_avgs, exp_avg_sqs, steps = bucket.lists("params", "exp_avg", "exp_avg_sq", "step")
         _ops.adam_(
             params,

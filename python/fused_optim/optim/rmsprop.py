@@ -82,6 +82,11 @@ class RMSprop(FusedOptimizer):
             keys.append("grad_avg")
         return (*keys, "step")
 
+    def _start_missing_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any], key: str) -> Tensor:
+        if key in ("momentum_buffer", "grad_avg") and "square_avg" in state:
+            return self._zeros(param, group)  # momentum or centering switched on mid-run: they start as at step 0
+        return super()._start_missing_state(param, group, state, key)
+
     def _launch(
         self,
         group: dict[str, Any],
@@ -92,9 +97,6 @@ class RMSprop(FusedOptimizer):
         found_inf: Tensor | None,
     ) -> None:
         momentum, centered = float(group["momentum"]), group["centered"]
-        for key, needed in (("momentum_buffer", momentum > 0), ("grad_avg", centered)):
-            if needed and key not in bucket.state:
-                raise RuntimeError(f"RMSprop: {key} is needed but the state has none; recreate the optimizer")
         params, square_avgs, steps = bucket.lists("params", "square_avg", "step")
         _ops.rmsprop_(
             params,

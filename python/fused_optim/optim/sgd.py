@@ -88,6 +88,11 @@ class SGD(FusedOptimizer):
             state["momentum_buffer"] = self._zeros(param, group)
             self._new_buffers.add(param)
 
+    def _start_missing_state(self, param: Tensor, group: dict[str, Any], state: dict[str, Any], key: str) -> Tensor:
+        # momentum switched on mid-run: the buffer starts as the next gradient, as torch.optim.SGD's does
+        self._new_buffers.add(param)
+        return self._zeros(param, group)
+
     def _launch(
         self,
         group: dict[str, Any],
