@@ -29,7 +29,7 @@ def test_workload_shapes():
 
 @pytest.mark.parametrize("optimizer", list(benchmark.BYTES_PER_PARAM))
 def test_rows_follow_from_the_timings(optimizer):
-    rows = benchmark.bench(optimizer, "tiny1000", "cpu", rounds=1, steps=2, warmup=0, probe_numel=1 << 16)
+    rows = benchmark.bench(optimizer, "tiny1000", "cpu", rounds=1, steps=2, warmup=0, probe_bytes=1 << 20)
     assert rows[0]["contender"].startswith("fused_optim.")
     assert rows[1]["vs_baseline"] == 1.0  # the second contender is the baseline
     for r in rows:

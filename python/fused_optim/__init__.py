@@ -18,6 +18,7 @@ from . import _meta, amp, lr_scheduler  # noqa: E402, F401
 from .clip import clip_grad_norm_  # noqa: E402
 from .factory import create_optimizer, list_optimizers  # noqa: E402
 from .optim import LAMB, SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop  # noqa: E402
+from .profiling import StepProfile, profile_step  # noqa: E402
 
 __version__ = "0.1.0"
 
@@ -46,6 +47,8 @@ __all__ = [
     "clip_grad_norm_",
     "create_optimizer",
     "list_optimizers",
+    "profile_step",
+    "StepProfile",
     "amp",
     "lr_scheduler",
     "build_info",

@@ -2,6 +2,7 @@
 
 demo      a short training run with fused_optim.AdamW beside torch.optim.AdamW (fused_optim/demo.py)
 bench     each optimizer's step time against torch.optim, side by side (fused_optim/benchmark.py)
+profile   where an optimizer's step time goes, with advice (fused_optim/profiling.py)
 schedule  a learning-rate schedule as a table or a PNG (fused_optim/lr_scheduler.py)
 info      how the compiled core was built
 """
@@ -15,7 +16,7 @@ import sys
 import torch
 
 import fused_optim
-from fused_optim import benchmark, demo, lr_scheduler
+from fused_optim import benchmark, demo, lr_scheduler, profiling
 
 
 def schedule(args: argparse.Namespace) -> int:
@@ -64,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     demo.add_cli(sub)
     benchmark.add_cli(sub)
+    profiling.add_cli(sub)
     sc = sub.add_parser("schedule", help="print a learning-rate schedule's lr at evenly spaced steps")
     sc.add_argument("name", help="a get_scheduler name: linear, cosine, cosine_with_restarts, polynomial, ...")
     sc.add_argument("--steps", type=int, default=1000, help="num_training_steps")

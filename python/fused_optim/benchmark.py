@@ -11,9 +11,10 @@ Workloads:
   large25m        three 4096x2048 matrices plus 96 vectors (about 25 M parameters)
   flat:<name>     one tensor with as many elements as <name> (the cost of the bytes alone)
 
-Each round runs every contender of one optimizer for a few steps, then measures the machine's copy bandwidth; the
-table reports per contender the median step time over all rounds, the effective bandwidth (bytes the step must
-move / time), its share of the copy bandwidth measured in the same rounds, and the speed-up over the baseline:
+Each round runs every contender of one optimizer for a few steps, then measures the machine's memory bandwidth
+(fused_optim/bandwidth.py); the table reports per contender the median step time over all rounds, the effective
+bandwidth (bytes the step must move / time), its share of the bandwidth measured in the same rounds (%bw), and
+the speed-up over the baseline:
 torch's fastest path for the optimizer on the device (fused where torch has a fused kernel, else foreach; for Lion
 and LAMB, which torch.optim lacks, foreach implementations in fused_optim/_baselines.py). Interleaving the rounds
 makes a noisy machine slow every contender alike, so the ratios hold even when the absolute times drift.
@@ -32,6 +33,7 @@ import torch
 
 import fused_optim
 from fused_optim._baselines import ForeachLAMB, ForeachLion
+from fused_optim.bandwidth import measure_bandwidth
 from fused_optim.progress import Progress
 
 BYTES_PER_PARAM = {"adamw": 28, "sgd": 20, "rmsprop": 20, "adagrad": 20, "lion": 20, "lamb": 44}
@@ -122,21 +124,6 @@ def time_steps(opt: torch.optim.Optimizer, steps: int, device: str) -> list[floa
     return times
 
 
-def copy_bandwidth(device: str, numel: int = 1 << 26) -> float:
-    """GB/s of a large tensor copy (read + write), the practical roofline of a streaming kernel."""
-    src = torch.randn(numel, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(5):
-        sync(device)
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return 2 * src.numel() * src.element_size() / statistics.median(times) / 1e9
-
-
 def bench(
     optimizer: str,
     workload: str,
@@ -145,7 +132,7 @@ def bench(
     rounds: int,
     steps: int,
     warmup: int,
-    probe_numel: int = 1 << 26,
+    probe_bytes: int = 256 << 20,
     progress: Progress | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of the table for one optimizer on one workload: one per contender."""
@@ -159,7 +146,7 @@ def bench(
     for _ in range(rounds):
         for name, opt in opts.items():  # interleaved: every round runs everyone
             samples[name] += time_steps(opt, steps, device)
-        probes.append(copy_bandwidth(device, probe_numel))
+        probes.append(measure_bandwidth(device, probe_bytes, refresh=True))
         if progress is not None:
             progress.update(note=f"{optimizer} {workload}")
     nparams = sum(math.prod(s) for s in shapes(workload))
@@ -178,7 +165,7 @@ def bench(
                 ms=med * 1e3,
                 min_ms=min(ts) * 1e3,
                 gbs=gbs,
-                pct_copy=100 * gbs / probe,
+                pct_bw=100 * gbs / probe,
                 vs_baseline=baseline / med,
                 nparams=nparams,
                 ntensors=len(shapes(workload)),
@@ -190,14 +177,14 @@ def bench(
 def table(rows: list[dict[str, Any]]) -> str:
     """The rows as a text table."""
     header = (
-        f"{'workload':<16}{'dev':<5}{'contender':<24}{'median ms':>10}{'min ms':>9}{'GB/s':>8}{'%copy':>7}"
+        f"{'workload':<16}{'dev':<5}{'contender':<24}{'median ms':>10}{'min ms':>9}{'GB/s':>8}{'%bw':>7}"
         f"{'vs baseline':>13}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         lines.append(
             f"{r['workload']:<16}{r['device']:<5}{r['contender']:<24}{r['ms']:>10.3f}{r['min_ms']:>9.3f}"
-            f"{r['gbs']:>8.1f}{r['pct_copy']:>7.0f}{r['vs_baseline']:>12.2f}x"
+            f"{r['gbs']:>8.1f}{r['pct_bw']:>7.0f}{r['vs_baseline']:>12.2f}x"
         )
     return "\n".join(lines)
 
@@ -289,7 +276,6 @@ def run(args: argparse.Namespace) -> int:
         for device in devices:
             for optimizer in optimizers:
                 for w in workloads:
-                    probe = 1 << 26 if w != "tiny1000" else 1 << 24
                     rows += bench(
                         optimizer,
                         w,
@@ -297,7 +283,6 @@ def run(args: argparse.Namespace) -> int:
                         rounds=args.rounds,
                         steps=args.steps,
                         warmup=args.warmup,
-                        probe_numel=probe,
                         progress=bar,
                     )
     print(table(rows))
