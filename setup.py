@@ -25,13 +25,14 @@ from torch.utils.cpp_extension import BuildExtension, CppExtension, CUDAExtensio
 
 Extension = CUDAExtension if cuda else CppExtension
 defines = [f"-D{name}={value}" for name, value in _build.macros(cuda)]
+sanitize_compile, sanitize_link = _build.sanitizer_flags()
 
 ext = Extension(
     name="fused_optim._C",
     sources=[str(Path(s).relative_to(ROOT)) for s in _build.sources(cuda, ROOT)],
     include_dirs=[str(ROOT / "csrc")],
-    extra_compile_args={"cxx": _build.CXX_FLAGS + defines, "nvcc": _build.NVCC_FLAGS + defines},
-    extra_link_args=_build.LINK_FLAGS,
+    extra_compile_args={"cxx": _build.CXX_FLAGS + defines + sanitize_compile, "nvcc": _build.NVCC_FLAGS + defines},
+    extra_link_args=_build.LINK_FLAGS + sanitize_link,
 )
 
 setup(

@@ -53,6 +53,19 @@ LINK_FLAGS = ["-fopenmp"]
 NVCC_FLAGS = ["-O3", "-lineinfo", "--expt-relaxed-constexpr"]
 
 
+def sanitizer_flags() -> tuple[list[str], list[str]]:
+    """(compile, link) flags for FUSED_OPTIM_SANITIZE=address,undefined (.ci/sanitize): the sanitizers named, a
+    debuggable build, and every report fatal so a test run cannot pass over one. vptr is left out: it checks the
+    dynamic types of torch's classes, whose type info lives in libraries built without it."""
+    kinds = os.environ.get("FUSED_OPTIM_SANITIZE", "")
+    if not kinds:
+        return [], []
+    compile_flags = [f"-fsanitize={kinds}", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer", "-g", "-O1"]
+    if "undefined" in kinds:
+        compile_flags.append("-fno-sanitize=vptr")
+    return compile_flags, [f"-fsanitize={kinds}"]
+
+
 def cpu_only() -> bool:
     """True when FUSED_OPTIM_CPU_ONLY=1 asks for a build without the CUDA kernels."""
     return os.environ.get("FUSED_OPTIM_CPU_ONLY", "0") not in ("", "0")
