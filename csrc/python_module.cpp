@@ -4,6 +4,7 @@
 #include <torch/version.h>
 
 #include <mutex>
+#include <optional>
 #include <tuple>
 #include <vector>
 
@@ -178,7 +179,37 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
                                "A list of tensors converted once, for ops called every step with the same tensors.")
       .def(py::init([](std::vector<at::Tensor> tensors) { return CachedTensorList{std::move(tensors)}; }))
       .def("__len__", [](const CachedTensorList& l) { return l.tensors.size(); })
-      .def("tensors", [](const CachedTensorList& l) { return l.tensors; });
+      .def("__getitem__",
+           [](const CachedTensorList& l, py::ssize_t i) {
+             const auto n = static_cast<py::ssize_t>(l.tensors.size());
+             if (i < 0) i += n;
+             if (i < 0 || i >= n) throw py::index_error("TensorList index out of range");
+             return l.tensors[i];
+           })
+      .def("tensors", [](const CachedTensorList& l) { return l.tensors; })
+      // Reading 1000 .grad attributes in Python costs about 45 us a step; here it is one C++ loop.
+      .def(
+          "grads",
+          [](const CachedTensorList& l) -> std::optional<CachedTensorList> {
+            CachedTensorList grads;
+            grads.tensors.reserve(l.tensors.size());
+            for (const auto& t : l.tensors) {
+              const at::Tensor& g = t.grad();
+              if (!g.defined()) return std::nullopt;
+              grads.tensors.push_back(g);
+            }
+            return grads;
+          },
+          "The tensors' .grad as a TensorList, or None if any tensor has no gradient.")
+      .def(
+          "uniform",
+          [](const CachedTensorList& l) {
+            for (const auto& t : l.tensors) {
+              if (t.device() != l.tensors[0].device() || t.scalar_type() != l.tensors[0].scalar_type()) return false;
+            }
+            return true;
+          },
+          "True when every tensor has the first one's device and dtype (one multi-tensor call can take them all).");
 #define FUSED_OPTIM_EAGER(op, sig)                                                      \
   m.def(#op, &Eager<k_##op##name, sig>::call, py::call_guard<py::gil_scoped_release>(), \
         "Eager binding of torch.ops.fused_optim." #op " (same dispatcher entry; positional, in schema order).");

@@ -7,6 +7,7 @@ sgd with momentum 0.9, rmsprop, adagrad and lion (20: read p, g and one state te
 
 Workloads:
   tiny1000        1000 tensors of 256 elements: the step is almost all per-tensor overhead
+  scalar1000      1000 one-element tensors: the step's fixed and per-tensor overhead alone (Python and C++)
   small1000       1000 tensors, log-uniform 64..65536 elements (about 9.5 M parameters)
   large25m        three 4096x2048 matrices plus 96 vectors (about 25 M parameters)
   flat:<name>     one tensor with as many elements as <name> (the cost of the bytes alone)
@@ -49,11 +50,13 @@ def shapes(workload: str) -> list[tuple[int, ...]]:
         return [(int(s),) for s in sizes.round().long().tolist()]
     if workload == "tiny1000":
         return [(256,)] * 1000
+    if workload == "scalar1000":
+        return [(1,)] * 1000
     if workload == "large25m":
         return [(4096, 2048)] * 3 + [(2048,)] * 48 + [(512,)] * 48
     if workload.startswith("flat:"):
         return [(sum(math.prod(s) for s in shapes(workload[5:])),)]
-    raise ValueError(f"unknown workload {workload!r}: tiny1000, small1000, large25m or flat:<workload>")
+    raise ValueError(f"unknown workload {workload!r}: tiny1000, scalar1000, small1000, large25m or flat:<workload>")
 
 
 def make_params(workload: str, device: str, dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:

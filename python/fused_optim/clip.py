@@ -16,7 +16,7 @@ from torch import Tensor
 from . import _ops
 from ._dtensor import DTensor, dist, local
 
-__all__ = ["clip_grad_norm_", "total_norm"]
+__all__ = ["clip_grad_norm_", "combine_norms", "total_norm"]
 
 
 def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
@@ -41,7 +41,6 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
             shards = (g.device_mesh, tuple(d for d, pl in enumerate(g.placements) if pl.is_shard()))
             g = g.to_local()
         groups.setdefault((g.device, g.dtype, shards), []).append(torch.view_as_real(g) if g.is_complex() else g)
-    device = local(grads[0]).device
     norms = []
     for (_, _, shards), group in groups.items():
         norm = _ops.grad_norm(group, norm_type)
@@ -51,12 +50,19 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
             for d in dims:
                 dist.all_reduce(norm, op=dist.ReduceOp.MAX if is_inf else dist.ReduceOp.SUM, group=mesh.get_group(d))
             norm = norm if is_inf else norm.sqrt()
-        norms.append(norm.to(device))
+        norms.append(norm)
+    return combine_norms(norms, norm_type)
+
+
+def combine_norms(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
+    """The norm of the union of disjoint sets of elements, from each set's norm (2 or inf), on the first norm's
+    device, float64 if any norm is."""
     if len(norms) == 1:
         return norms[0]
+    device = norms[0].device
     dtype = torch.float64 if any(n.dtype == torch.float64 for n in norms) else torch.float32
-    stacked = torch.stack([n.to(dtype) for n in norms])
-    return stacked.max() if is_inf else stacked.square().sum().sqrt()
+    stacked = torch.stack([n.to(device, dtype) for n in norms])
+    return stacked.max() if float(norm_type) == float("inf") else stacked.square().sum().sqrt()
 
 
 def clip_coefficient(norm: Tensor, max_norm: float) -> Tensor:

@@ -20,9 +20,9 @@ from torch import Tensor
 from torch.autograd.profiler import record_function
 from torch.optim import Optimizer
 
-from .. import _C
+from .. import _C, _ops
 from .._dtensor import DTensor, local, local_grad
-from ..clip import clip_coefficient, total_norm
+from ..clip import clip_coefficient, combine_norms, total_norm
 from ._step_wrapper import profiling, wrap_step
 
 
@@ -71,6 +71,14 @@ class Bucket:
 class _GroupPlan:
     key: tuple[Any, ...]
     buckets: list[Bucket]
+
+    @property
+    def reads_grads_in_cpp(self) -> bool:
+        """One bucket of the whole group, plain tensors: its cached params handle can collect the gradients."""
+        if len(self.buckets) != 1:
+            return False
+        b = self.buckets[0]
+        return b.whole_group and not b.is_complex and b.dtensors is None
 
 
 MasterWeights = bool | Literal["split"]
@@ -153,6 +161,7 @@ class FusedOptimizer(Optimizer):
         bf16 model with master weights; its master is created from the param on the next step). The group options
         master_weights and state_dtype of this optimizer stay in force where the saved groups lack them (a
         torch.optim state_dict has neither)."""
+        self._check_state_shapes(state_dict)
         options = [{k: g[k] for k in _GROUP_OPTIONS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
         for group, own in zip(self.param_groups, options):
@@ -181,6 +190,26 @@ class FusedOptimizer(Optimizer):
                         loaded = loaded.clone()
                     self.state[p][key] = loaded
         self._plans.clear()
+
+    def _check_state_shapes(self, state_dict: dict[str, Any]) -> None:
+        """Refuse, before anything changes, saved state whose tensors do not have their new param's shape (params
+        listed in another order, or another model): torch.optim would load it and fail or go wrong later. Group
+        counts and sizes are torch.optim's own check, in load_state_dict."""
+        saved_groups = state_dict.get("param_groups", [])
+        if len(saved_groups) != len(self.param_groups):
+            return
+        if any(len(g["params"]) != len(s["params"]) for g, s in zip(self.param_groups, saved_groups)):
+            return
+        saved_state = state_dict.get("state", {})
+        for group, saved in zip(self.param_groups, saved_groups):
+            for p, pid in zip(group["params"], saved["params"]):
+                for key, value in saved_state.get(pid, {}).items():
+                    if isinstance(value, Tensor) and value.dim() > 0 and value.shape != p.shape:
+                        raise ValueError(
+                            f"{type(self).__name__}.load_state_dict: saved state {key!r} of param {pid} has shape "
+                            f"{tuple(value.shape)}, but would go to a param of shape {tuple(p.shape)}; the saved "
+                            "optimizer's params were in another order or of other sizes"
+                        )
 
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy and load_state_dict
         super().__setstate__(state)
@@ -277,7 +306,7 @@ class FusedOptimizer(Optimizer):
                 loss = closure()
         grad_scale: Tensor | None = getattr(self, "grad_scale", None)
         found_inf: Tensor | None = getattr(self, "found_inf", None)
-        grads_per_group = [[p.grad for p in group["params"]] for group in self.param_groups]
+        grads_per_group = [self._gradients(group) for group in self.param_groups]
         if self.max_grad_norm is not None:
             grad_scale = self._clip(grads_per_group, grad_scale)
         label = profiling()
@@ -300,6 +329,17 @@ class FusedOptimizer(Optimizer):
                     self._launch(*args)
         return loss
 
+    def _gradients(self, group: dict[str, Any]) -> Any:
+        """The group's gradients: a list with None where a param has none or, in the steady state (every param has
+        one and the cached plan covers the whole group), the plan's ``_C.TensorList`` of them, collected in one C++
+        pass instead of one Python attribute read per param."""
+        plan = self._plans.get(id(group))
+        if plan is not None and plan.reads_grads_in_cpp and not torch.compiler.is_compiling():
+            grads = plan.buckets[0].lists("params")[0].grads()
+            if grads is not None:
+                return grads
+        return [p.grad for p in group["params"]]
+
     def _lr_arg(self, group: dict[str, Any], device: torch.device) -> Tensor:
         """The group's lr as the one-element tensor the operators take. A tensor lr stays where it is unless it is
         on another accelerator; a float becomes a CPU tensor, made once per value (making one costs more than
@@ -319,10 +359,17 @@ class FusedOptimizer(Optimizer):
         ``grad_scale``, so dividing by ``grad_scale / coefficient`` unscales and clips in the same multiplication,
         without a pass that rewrites the gradients. Same result as GradScaler.unscale_ + clip_grad_norm_ + step.
         Nothing leaves the device."""
-        grads = [g for grads in grads_per_group for g in grads if g is not None]
-        if not grads:
+        norms, loose = [], []
+        for grads in grads_per_group:
+            if isinstance(grads, _C.TensorList) and len(grads) and grads.uniform():  # one pass, no Python per grad
+                norms.append(_ops.grad_norm(grads, 2.0))
+            else:
+                loose += [g for g in (grads.tensors() if isinstance(grads, _C.TensorList) else grads) if g is not None]
+        if loose:
+            norms.append(total_norm(loose))
+        if not norms:
             return grad_scale
-        norm = total_norm(grads)
+        norm = combine_norms(norms)
         if grad_scale is not None:
             norm = norm / grad_scale.to(norm.device)
         self.grad_norm = norm
@@ -333,7 +380,9 @@ class FusedOptimizer(Optimizer):
         # Which params have a gradient decides the buckets. "All of them" is the common case, checked by identity
         # at C speed (`None in grads` would call Tensor.__eq__ on every gradient) instead of building a tuple of
         # 1000 flags every step.
-        if torch.compiler.is_compiling():  # dynamo traces plain Python, not map() over operator functions
+        if isinstance(all_grads, _C.TensorList):  # collected in C++ only when every param has a gradient
+            has_grad = [True]
+        elif torch.compiler.is_compiling():  # dynamo traces plain Python, not map() over operator functions
             has_grad = [g is not None for g in all_grads]
         else:
             has_grad = list(map(operator.is_not, all_grads, itertools.repeat(None)))
