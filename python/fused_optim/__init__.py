@@ -17,6 +17,7 @@ _C = _loader.load()  # registers torch.ops.fused_optim.* (CPU and, when built, C
 from . import _meta, amp, lr_scheduler  # noqa: E402, F401
 from .clip import clip_grad_norm_  # noqa: E402
 from .factory import create_optimizer, list_optimizers  # noqa: E402
+from .lr_finder import LRFinderResult, find_lr  # noqa: E402
 from .optim import LAMB, SGD, Adagrad, Adam, AdamW, FusedOptimizer, Lion, RMSprop  # noqa: E402
 from .profiling import StepProfile, profile_step  # noqa: E402
 
@@ -48,6 +49,8 @@ __all__ = [
     "create_optimizer",
     "list_optimizers",
     "profile_step",
+    "find_lr",
+    "LRFinderResult",
     "StepProfile",
     "amp",
     "lr_scheduler",

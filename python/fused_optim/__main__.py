@@ -3,6 +3,7 @@
 demo      a short training run with fused_optim.AdamW beside torch.optim.AdamW (fused_optim/demo.py)
 bench     each optimizer's step time against torch.optim, side by side (fused_optim/benchmark.py)
 profile   where an optimizer's step time goes, with advice (fused_optim/profiling.py)
+find-lr   the learning-rate range test on the demo's task (fused_optim/lr_finder.py)
 schedule  a learning-rate schedule as a table or a PNG (fused_optim/lr_scheduler.py)
 info      how the compiled core was built
 """
@@ -16,7 +17,7 @@ import sys
 import torch
 
 import fused_optim
-from fused_optim import benchmark, demo, lr_scheduler, profiling
+from fused_optim import benchmark, demo, lr_finder, lr_scheduler, profiling
 
 
 def schedule(args: argparse.Namespace) -> int:
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_cli(sub)
     benchmark.add_cli(sub)
     profiling.add_cli(sub)
+    lr_finder.add_cli(sub)
     sc = sub.add_parser("schedule", help="print a learning-rate schedule's lr at evenly spaced steps")
     sc.add_argument("name", help="a get_scheduler name: linear, cosine, cosine_with_restarts, polynomial, ...")
     sc.add_argument("--steps", type=int, default=1000, help="num_training_steps")
