@@ -96,11 +96,10 @@ inline PrecisionChoice choose_precision(const char* op, at::ScalarType param, at
   i = find_precision(param, wide, state, master);
   if (i >= 0) return {i, wide};
   std::string supported;
-  for (const Precision& p : kPrecisions) {
-    if (p.param == param) {
-      supported += std::string(supported.empty() ? "" : "; ") + "state " + c10::toString(p.state) + " with " +
-                   master_name(p.master);
-    }
+  for (const Precision& p : kPrecisions) {  // one entry per (state, master): kernels also differ by grad dtype
+    if (p.param != param) continue;
+    const std::string entry = "state " + std::string(c10::toString(p.state)) + " with " + master_name(p.master);
+    if (supported.find(entry) == std::string::npos) supported += (supported.empty() ? "" : "; ") + entry;
   }
   TORCH_CHECK(false, op, ": no kernel for ", param, " params with ", state, " optimizer state and ",
               master_name(master), "; for ", param,

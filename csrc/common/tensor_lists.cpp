@@ -1,5 +1,6 @@
 #include "tensor_lists.h"
 
+#include <ATen/MemoryOverlap.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/util/Exception.h>
 
@@ -38,15 +39,16 @@ bool has_layout(const at::Tensor& t, const std::vector<int64_t>& strides) {
 TensorLists::TensorLists(const char* op, std::vector<ListArg> lists) {
   TORCH_CHECK(!lists.empty(), op, ": no tensor lists");
   const at::TensorList params = lists[0].tensors;
+  const char* first = lists[0].name;  // "params", or "tensors" for grad_norm
   count_ = params.size();
   for (const auto& l : lists) {
     TORCH_CHECK(l.tensors.size() == count_ || (l.may_be_empty && l.tensors.empty()), op, ": ", l.name, " has ",
-                l.tensors.size(), " tensors but params has ", count_);
+                l.tensors.size(), " tensors but ", first, " has ", count_);
   }
   if (count_ == 0) return;
   device_ = params[0].device();
   dtype_ = params[0].scalar_type();
-  TORCH_CHECK(is_float(dtype_), op, ": params[0] has dtype ", dtype_,
+  TORCH_CHECK(is_float(dtype_), op, ": ", first, "[0] has dtype ", dtype_,
               "; supported dtypes are float32, float64, float16 and bfloat16");
 
   numels_.resize(count_);
@@ -64,20 +66,24 @@ TensorLists::TensorLists(const char* op, std::vector<ListArg> lists) {
       TORCH_CHECK(t.defined(), op, ": ", l.name, "[", i, "] is undefined");
       TORCH_CHECK(t.layout() == at::kStrided, op, ": ", l.name, "[", i, "] is a sparse tensor (layout ", t.layout(),
                   "); fused_optim needs dense tensors (use torch.optim.SparseAdam for sparse gradients)");
-      TORCH_CHECK(t.device() == device_, op, ": ", l.name, "[", i, "] is on ", t.device(), " but params[0] is on ",
+      TORCH_CHECK(t.device() == device_, op, ": ", l.name, "[", i, "] is on ", t.device(), " but ", first, "[0] is on ",
                   device_, "; all tensors of one call must be on one device");
       const at::ScalarType want = l.dtype.value_or(dtype_);
       const bool convert = t.scalar_type() != want;
       TORCH_CHECK(!convert || (l.convert && is_float(t.scalar_type())), op, ": ", l.name, "[", i, "] has dtype ",
-                  t.scalar_type(), " but must be ", want,
-                  l.dtype ? "" : " like params[0]; one call takes one dtype per list");
-      TORCH_CHECK(t.sizes() == p.sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(), " but params[", i,
+                  t.scalar_type(), " but must be ", want, l.dtype ? "" : " like ", l.dtype ? "" : first,
+                  l.dtype ? "" : "[0]; one call takes one dtype per list");
+      TORCH_CHECK(t.sizes() == p.sizes(), op, ": ", l.name, "[", i, "] has shape ", t.sizes(), " but ", first, "[", i,
                   "] has shape ", p.sizes());
       // The common case: both contiguous, same flat order.
       if (!convert && t.is_contiguous() && p.is_contiguous()) {
         ptrs.push_back(t.data_ptr());
         continue;
       }
+      // An expanded view shares memory between its elements: updating it in place (through a staged copy that is
+      // written back) would be wrong, so it is refused before anything is written.
+      TORCH_CHECK(!l.mutated || at::has_internal_overlap(t) != at::MemOverlap::Yes, op, ": ", l.name, "[", i,
+                  "] has elements that share memory (an expanded view?), so it cannot be updated in place");
       if (strides[i].empty()) strides[i] = canonical_strides(p);
       if (!convert && has_layout(t, strides[i])) {
         ptrs.push_back(t.data_ptr());

@@ -71,8 +71,9 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE void adam_update(T& param, T grad, T& exp_avg,
   } else if (c.l2) {
     g = g + param * T(c.weight_decay);
   }
-  // torch's lerp_(g, w) for w < 0.5 is exp_avg + w * (g - exp_avg).
-  exp_avg = exp_avg + T(c.beta1_comp) * (g - exp_avg);
+  // torch.optim's exp_avg.lerp_(g, 1 - beta1), both sides of it: for beta1 < 0.5 the one-sided form would cancel
+  // (at beta1 = 0 a gradient much smaller than the old average would be lost).
+  exp_avg = math::lerp(exp_avg, g, c.beta1_comp);
   exp_avg_sq = exp_avg_sq * T(c.beta2) + T(c.beta2_comp) * (g * g);
   T second = exp_avg_sq;
   if (c.amsgrad) {

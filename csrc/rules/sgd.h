@@ -25,6 +25,8 @@ struct SgdCoeffs {
   S lr;
   bool first_step;  // the momentum buffer starts as the gradient itself (torch's `buf = grad.clone()`)
   bool nesterov;
+  // Decided in double precision, as Python decides it: a momentum below float's range (1e-50) still keeps a buffer.
+  bool use_momentum;
 };
 
 template <typename S>
@@ -36,7 +38,8 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE SgdCoeffs<S> sgd_coeffs(const SgdHyper& h, dou
           static_cast<S>(1.0 - h.dampening),
           static_cast<S>(lr),
           first_step,
-          h.nesterov};
+          h.nesterov,
+          h.momentum != 0.0};
 }
 
 // One element (or SIMD vector). With momentum == 0 the buffer is a dummy and is neither read nor meaningful.
@@ -44,7 +47,7 @@ template <typename T, typename S>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void sgd_update(T& param, T grad, T& momentum_buffer, const SgdCoeffs<S>& c) {
   T g = grad * T(c.grad_mult);
   if (c.weight_decay != S(0)) g = g + param * T(c.weight_decay);
-  if (c.momentum != S(0)) {
+  if (c.use_momentum) {
     momentum_buffer = c.first_step ? g : momentum_buffer * T(c.momentum) + T(c.grad_weight) * g;
     g = c.nesterov ? g + T(c.momentum) * momentum_buffer : momentum_buffer;
   }

@@ -57,6 +57,33 @@ def _check_lists(op: str, first_name: str, first: list[Tensor], lists: dict[str,
             )
 
 
+def _check_devices(
+    op: str, first_name: str, first: list[Tensor], lists: dict[str, list[Tensor]], bound: dict[str, Any]
+) -> None:
+    """One device for every list, as the real kernels demand. This fake also serves calls where any tensor is on
+    the meta device (the dispatcher picks it then), so a meta tensor among CPU ones must be an error here, not a
+    silent no-op. Scalar arguments (lr, grad_scale, found_inf, sq_norms) may also be CPU tensors."""
+    if not first:
+        return
+    device = first[0].device
+    for name, tensors in [(first_name, first), *lists.items()]:
+        for i, t in enumerate(tensors):
+            torch._check(
+                t.device == device,
+                lambda name=name, i=i, t=t: (
+                    f"{op}: {name}[{i}] is on {t.device} but {first_name}[0] is on {device}; "
+                    "all tensors of one call must be on one device"
+                ),
+            )
+    for name in ("lr", "grad_scale", "found_inf", "sq_norms"):
+        t = bound.get(name)
+        if isinstance(t, Tensor):
+            torch._check(
+                t.device == device or t.device.type == "cpu",
+                lambda name=name, t=t: f"{op}: {name} is on {t.device} but {first_name}[0] is on {device}",
+            )
+
+
 def _make_fake(name: str) -> Callable[..., Any]:
     schema = getattr(torch.ops.fused_optim, name).default._schema
     names = [a.name for a in schema.arguments]
@@ -69,6 +96,7 @@ def _make_fake(name: str) -> Callable[..., Any]:
         first_name = list_names[0]
         first = lists.pop(first_name)
         _check_lists(op, first_name, first, lists)
+        _check_devices(op, first_name, first, lists, bound)
         lr = bound.get("lr")
         if lr is not None:
             torch._check(lr.numel() == 1, lambda: f"{op}: lr must have one element")

@@ -28,8 +28,11 @@ step with an inf/nan gradient changes nothing, decided on the device.
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -51,6 +54,15 @@ def _device_type(device_type: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def _check(dtype: Any, init_scale: Any) -> None:
+    # torch.autocast only warns for another dtype and then runs everything in float32 (no mixed precision at all);
+    # a GradScaler starting at a scale of 0 or NaN skips every step. Both without an error, so refuse them here.
+    if dtype is not None and dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"dtype must be torch.float16 or torch.bfloat16, autocast's dtypes; got {dtype!r}")
+    if not (isinstance(init_scale, numbers.Real) and 0 < init_scale < math.inf):
+        raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
+
+
 @contextlib.contextmanager
 def grad(
     device_type: str | None = None,
@@ -64,6 +76,7 @@ def grad(
     scaling is only needed for float16, so with bfloat16 the scaler is created disabled and its ``scale``/``step``
     /``update`` pass through.
     """
+    _check(dtype, init_scale)
     device_type = _device_type(device_type)
     dtype = dtype or default_dtype(device_type)
     scaler = torch.amp.GradScaler(device_type, init_scale=init_scale, enabled=enabled and dtype == torch.float16)
@@ -109,6 +122,12 @@ class MixedPrecision:
         scaler: torch.amp.GradScaler | None = None,
         init_scale: float = 2.0**16,
     ) -> None:
+        if not (hasattr(optimizer, "step") and hasattr(optimizer, "param_groups")):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        _check(dtype, init_scale)
+        # A float (or NaN) count would divide each loss by it and step after a fractional number of micro-batches.
+        if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, numbers.Integral):
+            raise ValueError(f"accumulation_steps must be an integer of at least 1, got {accumulation_steps!r}")
         if accumulation_steps < 1:
             raise ValueError(f"accumulation_steps must be at least 1, got {accumulation_steps}")
         if max_grad_norm is not None and not max_grad_norm > 0:

@@ -47,7 +47,7 @@ def measure_bandwidth(
         device = torch.device("cuda", torch.cuda.current_device())
     if nbytes is None:
         nbytes = DEFAULT_NBYTES.get(device.type, DEFAULT_NBYTES["cuda"])
-    if nbytes < 3 * 4 or repeats < 1:
+    if isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 3 * 4 or repeats < 1:
         raise ValueError(
             f"measure_bandwidth: nbytes must be at least 12 and repeats at least 1, got {nbytes}, {repeats}"
         )

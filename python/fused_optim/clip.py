@@ -7,6 +7,9 @@ kernel already applies (the GradScaler's inverse scale), so clipping costs one r
 
 from __future__ import annotations
 
+import math
+import types
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -25,7 +28,7 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
     DTensor gradients count whole: the norms of their local shards are all-reduced over the mesh dimensions that
     shard them (one all-reduce per mesh dimension), so every rank gets the same global norm.
     """
-    grads = [g for g in grads if g is not None]
+    grads = [grads] if isinstance(grads, Tensor) else [g for g in grads if g is not None]  # not its rows
     if not grads:
         return torch.tensor(0.0)
     norm_type = float(norm_type)
@@ -34,8 +37,8 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
         raise ValueError(f"total_norm: norm_type must be 2 or inf, got {norm_type}")
     groups: dict[tuple[Any, ...], list[Tensor]] = {}
     for g in grads:
-        if g.is_sparse:
-            raise RuntimeError("total_norm: sparse gradients are not supported; use torch.nn.utils.clip_grad_norm_")
+        if g.layout != torch.strided:
+            raise _SparseGradients("total_norm: sparse gradients are not supported; use torch.nn.utils.clip_grad_norm_")
         shards: tuple[Any, ...] = ()
         if isinstance(g, DTensor):
             shards = (g.device_mesh, tuple(d for d, pl in enumerate(g.placements) if pl.is_shard()))
@@ -52,6 +55,10 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
             norm = norm if is_inf else norm.sqrt()
         norms.append(norm)
     return combine_norms(norms, norm_type)
+
+
+class _SparseGradients(RuntimeError):
+    """A sparse gradient, found before any norm was computed (clip_grad_norm_ hands those to torch)."""
 
 
 def combine_norms(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
@@ -82,13 +89,32 @@ def clip_grad_norm_(
     ``max_norm`` and returns the norm before clipping. The norm (2 or inf; other orders are handed to torch) comes
     from one fused pass. ``foreach`` is accepted for compatibility.
     """
-    parameters = [parameters] if isinstance(parameters, Tensor) else list(parameters)
-    if float(norm_type) not in (2.0, float("inf")):
+    if isinstance(parameters, Tensor):
+        parameters = [parameters]
+    else:
+        is_generator = isinstance(parameters, types.GeneratorType)
+        parameters = list(parameters)
+        if is_generator and not parameters:  # torch's warning: usually a model.parameters() already consumed
+            warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.", stacklevel=3)
+    # torch converts both with float() and then scales by whatever comes out: a negative max_norm flips the
+    # gradients' sign, a NaN one (or a NaN norm_type) makes them NaN. Refuse those by name. (A tensor max_norm is
+    # used as it is, as before: reading it would synchronize with its device.)
+    norm_type = _as_float(norm_type, "norm_type")
+    if not isinstance(max_norm, Tensor):
+        max_norm = _as_float(max_norm, "max_norm")
+        if not max_norm >= 0.0:
+            raise ValueError(f"clip_grad_norm_: max_norm must be >= 0, got {max_norm}")
+    if math.isnan(norm_type):
+        raise ValueError(f"clip_grad_norm_: norm_type must be a number, got {norm_type}")
+    if norm_type not in (2.0, math.inf):
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    norm = total_norm(grads, norm_type)
+    try:
+        norm = total_norm(grads, norm_type)
+    except _SparseGradients:  # torch clips sparse gradients too; nothing was computed or changed yet
+        return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
     if error_if_nonfinite and bool(torch.logical_or(norm.isnan(), norm.isinf())):
         raise RuntimeError(
             f"The total norm of order {float(norm_type)} for gradients from `parameters` is non-finite, so it cannot "
@@ -102,3 +128,11 @@ def clip_grad_norm_(
     for device, group in groups.items():
         torch._foreach_mul_(group, coef.to(device))
     return norm
+
+
+def _as_float(value: Any, name: str) -> float:
+    """float(value) as torch's clip_grad_norm_ takes it, with an error that names the argument."""
+    try:
+        return float(value)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"clip_grad_norm_: {name} must be a number, got {value!r}") from None

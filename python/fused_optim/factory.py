@@ -3,6 +3,8 @@ and normalization weights (every parameter with fewer than two dimensions) get n
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,6 +40,8 @@ def param_groups_weight_decay(
     """Two param groups of ``model``'s trainable parameters: with ``weight_decay``, and without it for biases,
     normalization weights and other parameters of fewer than two dimensions, and for the names listed in
     ``no_weight_decay`` (exact parameter names, as ``named_parameters`` gives them)."""
+    if isinstance(no_weight_decay, str):  # set("fc.bias") would be a set of letters, matching nothing
+        raise TypeError(f"no_weight_decay must be a list of parameter names, not the string {no_weight_decay!r}")
     skip = set(no_weight_decay)
     decay: list[Tensor] = []
     no_decay: list[Tensor] = []
@@ -80,7 +84,15 @@ def create_optimizer(
         cls = name_or_class
     else:
         raise TypeError(f"name_or_class must be a name or a torch.optim.Optimizer subclass, got {name_or_class!r}")
+    # The groups built below carry weight_decay past the optimizer's own check of its default (and torch.optim's
+    # optimizers let inf through, which makes every parameter NaN).
+    if not isinstance(weight_decay, numbers.Real):
+        raise TypeError(f"weight_decay must be a number, got {weight_decay!r}")
+    if not 0.0 <= weight_decay < math.inf:
+        raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be finite and >= 0)")
     if isinstance(model_or_params, torch.nn.Module):
+        if not any(p.requires_grad for p in model_or_params.parameters()):  # else two empty groups, silently
+            raise ValueError("optimizer got an empty parameter list: the module has no trainable parameters")
         if weight_decay and filter_bias_and_norm:
             params: Any = param_groups_weight_decay(model_or_params, weight_decay, no_weight_decay)
             weight_decay = 0.0  # carried by the groups

@@ -110,10 +110,10 @@ class ClosedFormLR(LRScheduler):
         _check_optimizer(optimizer, type(self).__name__)
         if warmup not in _WARMUPS:
             raise ValueError(f"warmup must be one of {_WARMUPS}, got {warmup!r}")
-        if warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {warmup_steps}")
-        if warmup_start_factor < 0:
-            raise ValueError(f"warmup_start_factor must be >= 0, got {warmup_start_factor}")
+        if not (math.isfinite(warmup_steps) and warmup_steps >= 0):
+            raise ValueError(f"warmup_steps must be a finite number >= 0, got {warmup_steps}")
+        if not (math.isfinite(warmup_start_factor) and warmup_start_factor >= 0):
+            raise ValueError(f"warmup_start_factor must be a finite number >= 0, got {warmup_start_factor}")
         if warmup == "exponential" and warmup_steps > 0 and warmup_start_factor <= 0:
             raise ValueError("an exponential warm-up needs warmup_start_factor > 0 (0 never grows geometrically)")
         self.warmup_steps = int(warmup_steps)
@@ -144,7 +144,15 @@ class ClosedFormLR(LRScheduler):
     def get_lr(self) -> list[float | torch.Tensor]:
         """The lrs at ``last_epoch``, one per param group, in closed form."""
         epoch = max(self.last_epoch, 0)
-        return [self.lr_for(epoch, float(base), i) for i, base in enumerate(self.base_lrs)]
+        lrs = [self.lr_for(epoch, float(base), i) for i, base in enumerate(self.base_lrs)]
+        for lr in lrs:
+            # A NaN or inf argument (T_total, gamma, eta_min...) would otherwise train on silently: a tensor lr on
+            # the GPU is never looked at on the host again.
+            if not math.isfinite(lr):
+                raise ValueError(
+                    f"{type(self).__name__} computed lr={lr} at step {epoch}; check its arguments for NaN or inf"
+                )
+        return lrs
 
     # step(epoch) uses this: the closed form is exact at any step.
     _get_closed_form_lr = get_lr
@@ -291,6 +299,7 @@ class LinearLR(ClosedFormLR):
         last_epoch: int = -1,
         **warmup: Any,
     ) -> None:
+        _check_finite("LinearLR", start_factor=start_factor, end_factor=end_factor, total_iters=total_iters)
         if start_factor < 0 or end_factor < 0:
             raise ValueError(f"start_factor and end_factor must be >= 0, got {start_factor}, {end_factor}")
         self.start_factor = float(start_factor)
@@ -303,6 +312,13 @@ class LinearLR(ClosedFormLR):
             return self.end_factor
         t = min(step, self.total_iters)
         return self.start_factor + (self.end_factor - self.start_factor) * t / self.total_iters
+
+
+def _check_finite(schedule: str, **values: float | None) -> None:
+    """A NaN or inf length, factor or floor would give NaN lrs: refuse it by name."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"{schedule}: {name} must be a finite number, got {value}")
 
 
 def _floor(base_lr: float, eta_min: float, eta_min_ratio: float | None) -> float:
@@ -323,6 +339,7 @@ class ExponentialLR(ClosedFormLR):
         eta_min_ratio: float | None = None,
         **warmup: Any,
     ) -> None:
+        _check_finite("ExponentialLR", gamma=gamma, eta_min=eta_min, eta_min_ratio=eta_min_ratio)
         self.gamma = float(gamma)
         self.eta_min = float(eta_min)
         self.eta_min_ratio = eta_min_ratio
@@ -369,6 +386,10 @@ class CosineAnnealingLR(ClosedFormLR):
         **warmup: Any,
     ) -> None:
         _check_optimizer(optimizer, "CosineAnnealingLR")
+        _check_finite(
+            "CosineAnnealingLR", T_max=T_max, T_total=T_total, T_cycle=T_cycle, eta_min=eta_min,
+            eta_min_ratio=eta_min_ratio, T_mult=T_mult, peak_decay=peak_decay,
+        )  # fmt: skip
         if T_max is not None and T_total is not None:
             raise ValueError("give T_max (torch's name) or T_total, not both")
         total = T_total if T_total is not None else T_max
@@ -453,6 +474,8 @@ class InverseSqrtLR(ClosedFormLR):
         self, optimizer: Optimizer, timescale: float | None = None, last_epoch: int = -1, **warmup: Any
     ) -> None:
         self.timescale = float(timescale if timescale is not None else (warmup.get("warmup_steps") or 10_000))
+        if not (math.isfinite(self.timescale) and self.timescale > 0):
+            raise ValueError(f"InverseSqrtLR: timescale must be a positive finite number, got {timescale}")
         super().__init__(optimizer, last_epoch, **warmup)
 
     def factor(self, step: int) -> float:
@@ -484,6 +507,9 @@ class WarmupStableDecayLR(ClosedFormLR):
         self.num_stable_steps = int(num_stable_steps)
         self.num_decay_steps = int(num_decay_steps)
         self.decay_type = decay_type
+        if not 0.0 <= min_lr_ratio <= 1.0:
+            raise ValueError(f"WarmupStableDecayLR: min_lr_ratio must be in [0, 1], got {min_lr_ratio}")
+        _check_finite("WarmupStableDecayLR", num_cycles=num_cycles)
         self.min_lr_ratio = float(min_lr_ratio)
         self.num_cycles = float(num_cycles)
         warmup.setdefault("warmup_start_factor", self.min_lr_ratio)

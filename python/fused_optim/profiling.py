@@ -298,6 +298,8 @@ def profile_step(
     for name, value, low in (("steps", steps, 1), ("warmup", warmup, 0), ("profiler_steps", profiler_steps, 0)):
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"profile_step: {name} must be an integer >= {low}, got {value!r}")
+    if bandwidth_gbps is not None and not (math.isfinite(bandwidth_gbps) and bandwidth_gbps > 0):
+        raise ValueError(f"profile_step: bandwidth_gbps must be a positive number, got {bandwidth_gbps!r}")
     params = [p for group in optimizer.param_groups for p in group["params"]]
     updated = [p for p in params if p.grad is not None]
     if not updated:

@@ -10,7 +10,9 @@ the steady-state path beyond collecting the gradients.
 from __future__ import annotations
 
 import itertools
+import numbers
 import operator
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -148,7 +150,16 @@ class FusedOptimizer(Optimizer):
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         _check_mixed_precision(param_group.get("master_weights", False), param_group.get("state_dtype"))
-        super().add_param_group(param_group)
+        with warnings.catch_warnings():  # torch only warns about duplicates: refused below
+            warnings.filterwarnings("ignore", message=".*duplicate parameters")
+            super().add_param_group(param_group)
+        params = self.param_groups[-1]["params"]
+        if len({id(p) for p in params}) != len(params):
+            self.param_groups.pop()
+            raise ValueError(
+                f"{type(self).__name__}: a param group lists the same parameter twice; one fused pass would update "
+                "it twice at once (torch.optim only warns, and its own code paths disagree on the result)"
+            )
         if hasattr(self, "_plans"):  # the cached plans hold the state tensors
             self._plans.clear()
 
@@ -351,6 +362,10 @@ class FusedOptimizer(Optimizer):
             return torch.tensor(float(lr), dtype=torch.float64)
         cached = self._lr_cache.get(id(group))
         if cached is None or cached[0] != lr:
+            if isinstance(lr, bool) or not isinstance(lr, numbers.Real):
+                raise TypeError(
+                    f"{type(self).__name__}: a param group's lr must be a float or a one-element tensor, got {lr!r}"
+                )
             cached = self._lr_cache[id(group)] = (lr, torch.tensor(float(lr), dtype=torch.float64))
         return cached[1]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -56,6 +57,17 @@ class Adagrad(FusedOptimizer):
         check_nonnegative(weight_decay, "weight_decay value")
         check_nonnegative(initial_accumulator_value, "initial_accumulator_value value")
         check_nonnegative(eps, "epsilon value")
+        # torch.optim lets inf through (the parameters become inf or NaN, or stop moving); the kernels refuse it at
+        # the first step, so refuse it here already, where the message can name the argument.
+        for what, value in (
+            ("learning rate", lr),
+            ("lr_decay value", lr_decay),
+            ("weight_decay value", weight_decay),
+            ("initial_accumulator_value value", initial_accumulator_value),
+            ("epsilon value", eps),
+        ):
+            if not math.isfinite(value):
+                raise ValueError(f"Invalid {what}: {value} (must be finite)")
         defaults = dict(
             lr=lr,
             lr_decay=lr_decay,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_lr, check_nonnegative
 
 
 class SGD(FusedOptimizer):
@@ -49,17 +50,22 @@ class SGD(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
-        # torch.optim.SGD's checks and messages.
-        if isinstance(lr, Tensor) and lr.numel() != 1:
-            raise ValueError("Tensor lr must be 1-element")
-        if lr < 0.0:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if momentum < 0.0:
-            raise ValueError(f"Invalid momentum value: {momentum}")
-        if weight_decay < 0.0:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        # torch.optim.SGD's checks and messages (NaN, which its `<` comparisons let through, included).
+        check_lr(lr)
+        check_nonnegative(momentum, "momentum value")
+        check_nonnegative(weight_decay, "weight_decay value")
         if nesterov and (momentum <= 0 or dampening != 0):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        # torch.optim lets inf (and any NaN dampening) through: the parameters become inf or NaN. The kernels refuse
+        # it at the first step; refuse it here already, where the message can name the argument.
+        for what, value in (
+            ("learning rate", lr),
+            ("momentum value", momentum),
+            ("dampening value", dampening),
+            ("weight_decay value", weight_decay),
+        ):
+            if not math.isfinite(value):
+                raise ValueError(f"Invalid {what}: {value} (must be finite)")
         defaults = dict(
             lr=lr,
             momentum=momentum,
