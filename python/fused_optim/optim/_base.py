@@ -10,6 +10,7 @@ the steady-state path beyond collecting the gradients.
 from __future__ import annotations
 
 import itertools
+import math
 import numbers
 import operator
 import warnings
@@ -521,8 +522,18 @@ def check_nonnegative(value: float, what: str) -> None:
         raise ValueError(f"Invalid {what}: {value}")
 
 
+def check_finite(*named: tuple[str, Any]) -> None:
+    """Refuse inf (and NaN) hyperparameters by name: torch.optim lets inf through (the parameters become inf or NaN,
+    or stop moving) and the kernels would only refuse it at the first step."""
+    for what, value in named:
+        if not math.isfinite(value):
+            raise ValueError(f"Invalid {what}: {value} (must be finite)")
+
+
 def check_betas(betas: tuple[float, float], *, closed: bool = False) -> None:
     """Each beta in [0, 1), or [0, 1] with ``closed`` (Lion's betas may be 1), with torch.optim's message."""
+    if not hasattr(betas, "__len__") or len(betas) != 2:  # torch.optim ignores a third beta, fails on one
+        raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     for i, beta in enumerate(betas):
         if not (0.0 <= beta <= 1.0 if closed else 0.0 <= beta < 1.0):
             raise ValueError(f"Invalid beta parameter at index {i}: {beta}")

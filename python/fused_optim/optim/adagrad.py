@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, _pack_state, check_lr, check_nonnegative
+from ._base import Bucket, FusedOptimizer, MasterWeights, _pack_state, check_finite, check_lr, check_nonnegative
 
 
 class Adagrad(FusedOptimizer):
@@ -57,17 +56,13 @@ class Adagrad(FusedOptimizer):
         check_nonnegative(weight_decay, "weight_decay value")
         check_nonnegative(initial_accumulator_value, "initial_accumulator_value value")
         check_nonnegative(eps, "epsilon value")
-        # torch.optim lets inf through (the parameters become inf or NaN, or stop moving); the kernels refuse it at
-        # the first step, so refuse it here already, where the message can name the argument.
-        for what, value in (
+        check_finite(
             ("learning rate", lr),
             ("lr_decay value", lr_decay),
             ("weight_decay value", weight_decay),
             ("initial_accumulator_value value", initial_accumulator_value),
             ("epsilon value", eps),
-        ):
-            if not math.isfinite(value):
-                raise ValueError(f"Invalid {what}: {value} (must be finite)")
+        )
         defaults = dict(
             lr=lr,
             lr_decay=lr_decay,

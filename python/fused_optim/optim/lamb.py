@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,7 +11,7 @@ from torch import Tensor
 
 from .. import _ops
 from .._dtensor import all_reduce_sharded_rows
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr, check_nonnegative
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_finite, check_lr, check_nonnegative
 
 
 class LAMB(FusedOptimizer):
@@ -62,16 +61,10 @@ class LAMB(FusedOptimizer):
         max_grad_norm: float | None = None,
     ) -> None:
         check_lr(lr)
-        if not hasattr(betas, "__len__") or len(betas) != 2:  # torch.optim ignores a third beta, fails on one
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         check_betas(betas)
         check_nonnegative(eps, "epsilon value")
         check_nonnegative(weight_decay, "weight_decay value")
-        # torch.optim lets inf through (the parameters become inf or NaN, or stop moving); the kernels refuse it at
-        # the first step, so refuse it here already, where the message can name the argument.
-        for what, value in (("learning rate", lr), ("epsilon value", eps), ("weight_decay value", weight_decay)):
-            if not math.isfinite(value):
-                raise ValueError(f"Invalid {what}: {value} (must be finite)")
+        check_finite(("learning rate", lr), ("epsilon value", eps), ("weight_decay value", weight_decay))
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, maximize=maximize
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_lr, check_nonnegative
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_finite, check_lr, check_nonnegative
 
 
 class Lion(FusedOptimizer):
@@ -46,15 +45,9 @@ class Lion(FusedOptimizer):
         max_grad_norm: float | None = None,
     ) -> None:
         check_lr(lr)
-        if not hasattr(betas, "__len__") or len(betas) != 2:  # torch.optim ignores a third beta, fails on one
-            raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
         check_betas(betas, closed=True)
         check_nonnegative(weight_decay, "weight_decay value")
-        # torch.optim lets inf through (the parameters become inf or NaN, or stop moving); the kernels refuse it at
-        # the first step, so refuse it here already, where the message can name the argument.
-        for what, value in (("learning rate", lr), ("weight_decay value", weight_decay)):
-            if not math.isfinite(value):
-                raise ValueError(f"Invalid {what}: {value} (must be finite)")
+        check_finite(("learning rate", lr), ("weight_decay value", weight_decay))
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
         super().__init__(
             params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm

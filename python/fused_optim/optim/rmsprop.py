@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_lr, check_nonnegative
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_finite, check_lr, check_nonnegative
 
 
 class RMSprop(FusedOptimizer):
@@ -59,17 +58,13 @@ class RMSprop(FusedOptimizer):
         check_nonnegative(momentum, "momentum value")
         check_nonnegative(weight_decay, "weight_decay value")
         check_nonnegative(alpha, "alpha value")
-        # torch.optim lets inf through (the parameters become inf or NaN, or stop moving); the kernels refuse it at
-        # the first step, so refuse it here already, where the message can name the argument.
-        for what, value in (
+        check_finite(
             ("learning rate", lr),
             ("alpha value", alpha),
             ("epsilon value", eps),
             ("weight_decay value", weight_decay),
             ("momentum value", momentum),
-        ):
-            if not math.isfinite(value):
-                raise ValueError(f"Invalid {what}: {value} (must be finite)")
+        )
         defaults = dict(
             lr=lr,
             momentum=momentum,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -10,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_lr, check_nonnegative
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_finite, check_lr, check_nonnegative
 
 
 class SGD(FusedOptimizer):
@@ -58,14 +57,12 @@ class SGD(FusedOptimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         # torch.optim lets inf (and any NaN dampening) through: the parameters become inf or NaN. The kernels refuse
         # it at the first step; refuse it here already, where the message can name the argument.
-        for what, value in (
+        check_finite(
             ("learning rate", lr),
             ("momentum value", momentum),
             ("dampening value", dampening),
             ("weight_decay value", weight_decay),
-        ):
-            if not math.isfinite(value):
-                raise ValueError(f"Invalid {what}: {value} (must be finite)")
+        )
         defaults = dict(
             lr=lr,
             momentum=momentum,
