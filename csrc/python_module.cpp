@@ -202,6 +202,21 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           "The tensors' .grad as a TensorList, or None if any tensor has no gradient.")
       .def(
+          "host_max",
+          [](const CachedTensorList& l) -> std::optional<double> {
+            double top = -INFINITY;
+            for (const auto& t : l.tensors) {
+              if (!t.device().is_cpu() || t.numel() != 1) return std::nullopt;
+              const double value = t.scalar_type() == at::kDouble  ? *t.const_data_ptr<double>()
+                                   : t.scalar_type() == at::kFloat ? *t.const_data_ptr<float>()
+                                                                   : t.item<double>();
+              top = std::max(top, value);
+            }
+            return top;
+          },
+          "The largest value of one-element CPU tensors (step counters), read without Python tensor reads; None "
+          "when a tensor is elsewhere or not one element.")
+      .def(
           "uniform",
           [](const CachedTensorList& l) {
             for (const auto& t : l.tensors) {

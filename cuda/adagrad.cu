@@ -24,7 +24,7 @@ struct AdagradFunctor {
 
   __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
-    const float step = *static_cast<const float*>(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
+    const double step = scalars.step(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
     const auto c = rules::adagrad_coeffs<acc_t>(hyper, scalars.lr.get(), step, scalars.inv_grad_scale());
     void* ptr[kLists];
     for (int d = 0; d < kLists; ++d) ptr[d] = meta.addresses[d][r.tensor];
@@ -43,7 +43,8 @@ void adagrad_(at::TensorList params, at::TensorList grads, at::TensorList state_
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;
-  const DeviceScalars scalars = DeviceScalars::of("fused_optim.adagrad_", a.scalars, lr, grad_scale, found_inf);
+  const DeviceScalars scalars =
+      DeviceScalars::of("fused_optim.adagrad_", a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
   advance_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using F = AdagradFunctor<decltype(acc), decltype(has_master)::value>;

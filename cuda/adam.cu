@@ -25,7 +25,7 @@ struct AdamFunctor {
 
   __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
-    const float step = *static_cast<const float*>(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
+    const double step = scalars.step(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
     const rules::AdamCoeffs<acc_t> c =
         rules::adam_coeffs<acc_t>(hyper, scalars.lr.get(), step, scalars.inv_grad_scale());
     void* ptr[kLists];
@@ -64,7 +64,8 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;  // a host flag: nothing to do
-  const DeviceScalars scalars = DeviceScalars::of("fused_optim.adam_", a.scalars, lr, grad_scale, found_inf);
+  const DeviceScalars scalars =
+      DeviceScalars::of("fused_optim.adam_", a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
   advance_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);

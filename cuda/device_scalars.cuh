@@ -37,6 +37,7 @@ struct DeviceScalars {
   DeviceScalar lr;
   DeviceScalar grad_scale;  // on the host: already the inverse; on the device: the scale itself
   const float* found_inf = nullptr;
+  bool steps_f64 = false;  // the step counters are float64 (else float32), see check_steps
 
   // lr is absent for an op that does not use it (LAMB's first pass).
   static DeviceScalars of(const char* op, const ScalarArgs& host, const std::optional<at::Tensor>& lr,
@@ -50,6 +51,20 @@ struct DeviceScalars {
       s.found_inf = found_inf->const_data_ptr<float>();
     }
     return s;
+  }
+  DeviceScalars with_steps(at::TensorList steps) const {
+    DeviceScalars s = *this;
+    s.steps_f64 = !steps.empty() && steps[0].scalar_type() == at::kDouble;
+    return s;
+  }
+  // One step counter, by the address the launch plan holds.
+  __device__ double step(const void* counter) const {
+    return steps_f64 ? *static_cast<const double*>(counter) : double(*static_cast<const float*>(counter));
+  }
+  // The count the next advance stores in that counter (rounded to its dtype, as the advance rounds it).
+  __device__ double next_step(const void* counter) const {
+    const double next = step(counter) + 1.0;
+    return steps_f64 ? next : double(static_cast<float>(next));
   }
   __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0.0f; }
   __device__ double inv_grad_scale() const { return grad_scale.on_device() ? 1.0 / grad_scale.get() : grad_scale.host; }

@@ -27,7 +27,7 @@ struct LambNormsFunctor {
   acc_t* sq_norms;  // (n, 2), zeroed
 
   __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
-    const float step = *static_cast<const float*>(meta.addresses[kDepth - 1][r.tensor]) + 1.0f;  // lamb_ advances
+    const double step = scalars.next_step(meta.addresses[kDepth - 1][r.tensor]);  // lamb_ advances it
     const auto c = rules::lamb_coeffs<acc_t>(hyper, step, scalars.inv_grad_scale());
     void* ptr[kLists];
     for (int d = 0; d < kLists; ++d) ptr[d] = meta.addresses[d][r.tensor];
@@ -62,7 +62,7 @@ struct LambFunctor {
 
   __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
-    const float step = *static_cast<const float*>(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
+    const double step = scalars.step(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
     const auto c = rules::lamb_coeffs<acc_t>(hyper, step, scalars.inv_grad_scale());
     const acc_t* norms = sq_norms + 2 * static_cast<int64_t>(meta.tensor_index[r.tensor]);
     const auto lr_ratio = static_cast<acc_t>(scalars.lr.get() * rules::lamb_trust_ratio(norms[0], norms[1]));
@@ -95,7 +95,8 @@ at::Tensor lamb_norms(at::TensorList params, at::TensorList grads, at::TensorLis
   const c10::cuda::CUDAGuard guard(a.lists.device());
   at::Tensor sq_norms =
       at::zeros({n, 2}, at::TensorOptions().dtype(lamb_norm_dtype(a.lists.dtype())).device(a.lists.device()));
-  const DeviceScalars scalars = DeviceScalars::of(op, a.scalars, std::nullopt, grad_scale, std::nullopt);
+  const DeviceScalars scalars =
+      DeviceScalars::of(op, a.scalars, std::nullopt, grad_scale, std::nullopt).with_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);
     constexpr bool kMaster = decltype(has_master)::value;
@@ -120,7 +121,7 @@ void lamb_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;
-  const DeviceScalars scalars = DeviceScalars::of(op, a.scalars, lr, grad_scale, found_inf);
+  const DeviceScalars scalars = DeviceScalars::of(op, a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
   advance_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);

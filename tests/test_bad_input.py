@@ -9,9 +9,9 @@ trains to inf/NaN or not at all (inf lr, eps or weight_decay; NaN in SGD, whose 
 raise a ValueError that names the argument. Values torch accepts on purpose (lr=0, a negative SGD dampening,
 Lion's betas of 1, max_norm=inf) keep working.
 
-The xfail(strict=True) cases are known gaps, each with its reason: a group option set to None or of the wrong
-shape after construction, and non-bool flags or None in a list reaching the pybind11 binding (which names no
-argument; torch.ops does).
+Every param group is checked when added (torch.optim checks only the constructor's values), and a group whose step
+fails on a value written since is checked again, so the error names it. Flags must be bools (torch.optim takes any
+truthy value).
 """
 
 from __future__ import annotations
@@ -217,52 +217,92 @@ def test_group_lr_set_after_construction_is_checked_at_the_step(name, lr, messag
 
 
 @pytest.mark.parametrize(
-    "key",
+    "name, key, named",
     [
-        "lr",
-        pytest.param(
-            "weight_decay",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="the optimizers' _launch calls float(group['weight_decay']): TypeError naming no argument",
-            ),
-        ),
+        ("Adam", "lr", "learning rate"),
+        ("Adam", "weight_decay", "weight_decay"),
+        ("Adam", "eps", "epsilon"),
+        ("SGD", "momentum", "momentum"),
+        ("SGD", "dampening", "dampening"),
+        ("RMSprop", "alpha", "alpha"),
+        ("Adagrad", "lr_decay", "lr_decay"),
+        ("Lion", "weight_decay", "weight_decay"),
+        ("LAMB", "eps", "epsilon"),
     ],
 )
-def test_group_value_none_is_refused_by_name(key):
+@pytest.mark.parametrize("when", ["in the group", "set after construction"])
+def test_group_value_none_is_refused_by_name(name, key, named, when):
+    """torch.optim checks only the constructor's values; a group's own None (or one written later) would fail at the
+    step with `float() argument must be ... not 'NoneType'`, naming nothing."""
     p = torch.zeros(4)
-    opt = fused_optim.Adam([p])
+    if when == "in the group":
+        with pytest.raises(TypeError, match=f"{named}.*None"):
+            OPTIMIZERS[name]([{"params": [p], key: None}], **FULL[name])
+        return
+    opt = OPTIMIZERS[name]([p], **FULL[name])
     opt.param_groups[0][key] = None
     p.grad = torch.ones(4)
-    with pytest.raises(TypeError, match=key):
+    with pytest.raises(TypeError, match=f"{named}.*None"):
         opt.step()
+    assert torch.equal(p, torch.zeros(4))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="optim/_base.py (add_param_group): a param group's own betas skip __init__'s check, and _launch's "
-    "`beta1, beta2 = group['betas']` fails with 'not enough values to unpack'",
-)
-def test_group_betas_of_one_element_are_refused_by_name():
+@pytest.mark.parametrize("name", ["Adam", "Lion", "LAMB"])
+def test_group_betas_of_one_element_are_refused_by_name(name):
     p = torch.zeros(4)
-    opt = fused_optim.Adam([{"params": [p], "betas": (0.9,)}])
+    with pytest.raises(ValueError, match="betas must be a pair"):
+        OPTIMIZERS[name]([{"params": [p], "betas": (0.9,)}])
+    opt = OPTIMIZERS[name]([p])
+    opt.param_groups[0]["betas"] = (0.9,)  # after construction: named at the step instead of "not enough values"
     p.grad = torch.ones(4)
-    with pytest.raises(ValueError, match="betas"):
+    with pytest.raises(ValueError, match="betas must be a pair"):
         opt.step()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="csrc/python_module.cpp: the pybind11 bindings have no py::arg names, so a flag that is not a bool "
-    "(amsgrad='yes'; torch.optim takes it as True) fails at the step with 'incompatible function arguments' "
-    "listing arg0..arg16 (or refuse non-bool flags in the optimizers' __init__)",
+def test_group_added_with_a_bad_value_is_not_kept():
+    opt = fused_optim.Adam([torch.zeros(4)])
+    with pytest.raises(ValueError, match="Invalid epsilon value"):
+        opt.add_param_group({"params": [torch.zeros(2)], "eps": -1.0})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize(
+    "name, flag",
+    [
+        ("Adam", "amsgrad"),
+        ("Adam", "maximize"),
+        ("SGD", "nesterov"),
+        ("RMSprop", "centered"),
+        ("LAMB", "bias_correction"),
+    ],
 )
-def test_flag_that_is_not_a_bool_is_refused_by_name():
+@pytest.mark.parametrize("value", ["yes", None, 0.5])
+def test_flag_that_is_not_a_bool_is_refused_by_name(name, flag, value):
+    """torch.optim takes any truthy value; a string or None where a bool belongs is more likely a mistake."""
     p = torch.zeros(4)
-    opt = fused_optim.Adam([p], amsgrad="yes")
+    with pytest.raises(TypeError, match=f"{flag} must be a bool"):
+        OPTIMIZERS[name]([p], **{**FULL[name], flag: value})
+
+
+def test_flag_set_to_a_non_bool_after_construction_is_named_at_the_step():
+    p = torch.zeros(4)
+    opt = fused_optim.Adam([p])
+    opt.param_groups[0]["amsgrad"] = "yes"
     p.grad = torch.ones(4)
-    with pytest.raises(TypeError, match="amsgrad"):
+    with pytest.raises((TypeError, RuntimeError), match="amsgrad"):
         opt.step()
+
+
+def test_numpy_bool_flags_are_accepted():
+    np = pytest.importorskip("numpy")
+    p = torch.zeros(4, requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    opt = fused_optim.Adam([p], lr=0.1, amsgrad=np.bool_(True), maximize=np.bool_(False))
+    ref = torch.optim.Adam([q], lr=0.1, amsgrad=True, foreach=False)
+    p.grad, q.grad = torch.arange(4.0), torch.arange(4.0)
+    opt.step()
+    ref.step()
+    torch.testing.assert_close(p, q)
 
 
 # What must work: complex params, non-contiguous tensors, meta params -----------------------------------------
@@ -508,11 +548,11 @@ OP_CASES = [
     ("adam_", "a grad of another rank", set_item("grads", 0, lambda g: g.reshape(1, 5)),
      r"grads\[0\] has shape \[1, 5\] but params\[0\] has shape \[5\]"),
     ("adagrad_", "an int64 step", set_item("state_steps", 0, torch.Tensor.long),
-     r"state_steps\[0\] must be a one-element float32 tensor"),
+     r"state_steps\[0\] must be a one-element float32 or float64 tensor"),
     ("rmsprop_", "a step of two elements", set_item("state_steps", 1, torch.zeros(2)),
-     r"state_steps\[1\] must be a one-element float32 tensor"),
-    ("lamb_norms", "a float64 step", set_item("state_steps", 2, torch.Tensor.double),
-     r"state_steps\[2\] must be a one-element float32 tensor"),
+     r"state_steps\[1\] must be a one-element float32 or float64 tensor"),
+    ("lamb_norms", "one float64 step among float32", set_item("state_steps", 2, torch.Tensor.double),
+     r"state_steps\[2\] is Double but state_steps\[0\] is Float"),
     ("adagrad_", "one step missing", lambda k: k["state_steps"].pop(), "state_steps has 2 tensors but params has 3"),
     ("lamb_", "one step missing", lambda k: k["state_steps"].pop(), "state_steps has 2 tensors but params has 3"),
     ("sgd_", "an integer lr", set_arg("lr", torch.tensor(1)), "lr must be a floating-point tensor, got Long"),
@@ -612,15 +652,18 @@ def test_op_none_in_a_list_is_named_by_torch_ops():
         call("adam_", "torch.ops", kwargs)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="csrc/python_module.cpp: fused_optim._ops (the pybind11 binding) answers a None in a tensor list "
-    "with 'incompatible function arguments ... arg0, arg1, ...', naming no argument",
-)
 def test_op_none_in_a_list_is_named_by_the_eager_binding():
+    """pybind11 refuses the call naming no argument (arg0, arg1...); _ops then lets torch.ops' parser name it."""
     kwargs = op_kwargs("adam_")
     kwargs["params"][1] = None
-    with pytest.raises((RuntimeError, TypeError), match=r"params\[1\]"):
+    with pytest.raises(RuntimeError, match="Expected a value of type 'List\\[Tensor\\]' for argument 'params'"):
+        call("adam_", "_ops", kwargs)
+
+
+def test_op_flag_of_the_wrong_type_is_named_by_the_eager_binding():
+    kwargs = op_kwargs("adam_")
+    kwargs["amsgrad"] = "yes"
+    with pytest.raises(RuntimeError, match="argument 'amsgrad'"):
         call("adam_", "_ops", kwargs)
 
 

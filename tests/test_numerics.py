@@ -8,14 +8,12 @@ switched on mid-run), the behaviour is documented in the optimizer and pinned he
   - weight decay with maximize: torch's order (decay added to the negated gradient)
   - fp16 params and moments without masters: the moments overflow to inf and the parameter stops, as in torch
     (use master_weights or a float32 state_dtype to avoid it)
-  - step counts up to 2^24 keep bias corrections exact (the float32 step counter saturates at 2^24 = 16,777,216
-    steps, as torch.optim's does)
+  - step counts beyond 2^24 keep bias corrections exact: torch.optim's float32 counter stops at 2^24 = 16,777,216
+    (2^24 + 1 rounds back); ours is widened to float64 (exact to 2^53) before it gets there
   - amsgrad, momentum or centering switched on after the state exists start their buffer in a defined way
 """
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -158,16 +156,141 @@ def test_bias_correction_is_exact_at_large_step_counts(t):
     torch.testing.assert_close(p.detach(), expected, rtol=1e-12, atol=1e-14)
 
 
-def test_step_counter_saturates_at_two_to_the_24_as_in_torch():
+STEP_OPTIMIZERS = {
+    "Adam": dict(lr=0.01, betas=(0.9, 1 - 1e-8)),  # beta2's correction still changes past 2^24 steps
+    "AdamW": dict(lr=0.01, betas=(0.5, 1 - 1e-8), amsgrad=True),
+    "Adagrad": dict(lr=0.1, lr_decay=1e-7),  # lr / (1 + (t - 1) * lr_decay): t must be exact
+    "RMSprop": dict(lr=0.01),
+}
+
+
+def state_at_step(opt, count):
+    """A state_dict of ``opt`` whose float32 step counters read ``count`` (as after loading an old checkpoint)."""
+    sd = opt.state_dict()
+    for st in sd["state"].values():
+        st["step"] = torch.tensor(float(count))
+    return sd
+
+
+@pytest.mark.parametrize("name", STEP_OPTIMIZERS)
+def test_step_counts_past_two_to_the_24_stay_exact(name):
+    """torch.optim (foreach=False) reads a float64 counter exactly; ours must count past 2^24 the same way, from a
+    float32 counter (torch.optim's format) loaded 3 steps before it."""
+    torch.manual_seed(0)
+    kwargs = STEP_OPTIMIZERS[name]
+    p = torch.randn(37, dtype=torch.float64, requires_grad=True)
+    q = p.detach().clone().requires_grad_()
+    opt = getattr(fused_optim, name)([p], **kwargs)
+    ref = getattr(torch.optim, name)([q], foreach=False, **kwargs)
+    p.grad, q.grad = torch.randn(37, dtype=torch.float64), None
+    q.grad = p.grad.clone()
+    opt.step()
+    ref.step()
+    start = 2**24 - 3
+    opt.load_state_dict(state_at_step(opt, start))
+    ref_sd = state_at_step(ref, start)
+    for st in ref_sd["state"].values():
+        st["step"] = st["step"].double()  # torch's own counter would stall at 2^24: the reference counts in float64
+    ref.load_state_dict(ref_sd)
+    for _ in range(6):
+        g = torch.randn(37, dtype=torch.float64)
+        p.grad, q.grad = g, g.clone()
+        opt.step()
+        ref.step()
+    step = opt.state[p]["step"]
+    assert step.dtype == torch.float64 and step.item() == start + 6 == 2**24 + 3
+    torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+    for key, value in ref.state[q].items():
+        torch.testing.assert_close(opt.state[p][key], value, rtol=1e-13, atol=1e-15, check_dtype=False)
+
+
+def test_lamb_counts_past_two_to_the_24():
+    p = torch.randn(16, requires_grad=True)
+    opt = fused_optim.LAMB([p], lr=0.01)
+    p.grad = torch.randn(16)
+    opt.step()
+    opt.load_state_dict(state_at_step(opt, 2**24 - 1))
+    for _ in range(3):
+        p.grad = torch.randn(16)
+        opt.step()
+    assert opt.state[p]["step"].item() == 2**24 + 2
+
+
+def test_step_counters_below_the_margin_stay_float32_as_in_torch():
     p = torch.zeros(3, requires_grad=True)
-    ours = fused_optim.Adam([p], lr=0.0)
+    opt = fused_optim.Adam([p], lr=0.0)
     p.grad = torch.zeros(3)
-    ours.step()
-    ours.state[p]["step"].fill_(2**24)
-    ours.step()
-    assert ours.state[p]["step"].item() == 2**24  # float32: 2^24 + 1 rounds back to 2^24
-    assert ours.state[p]["step"].dtype == torch.float32
-    assert math.isclose(1 - 0.999**2**24, 1.0)  # where the count stalls, the corrections are 1 for usual betas
+    opt.step()
+    opt.load_state_dict(state_at_step(opt, 2**23))
+    opt.step()
+    assert opt.state[p]["step"].dtype == torch.float32 and opt.state[p]["step"].item() == 2**23 + 1
+
+
+def test_counters_advanced_in_place_are_checked_every_few_steps(monkeypatch):
+    """Without a plan rebuild (no load_state_dict), the range is checked every _STEP_CHECK_EVERY steps."""
+    from fused_optim.optim import _base
+
+    monkeypatch.setattr(_base, "_STEP_CHECK_EVERY", 4)
+    monkeypatch.setattr(_base, "_WIDEN_STEPS_AT", 2**24 - 8)
+    params = [torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True)]
+    opt = fused_optim.Adam(params, lr=0.0)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    for p in params:
+        opt.state[p]["step"].fill_(2**24 - 8)  # in place: the cached plan keeps the same tensors
+    for _ in range(12):
+        opt.step()
+    for p in params:
+        assert opt.state[p]["step"].dtype == torch.float64
+        assert opt.state[p]["step"].item() == 2**24 + 4
+
+
+def test_a_group_with_some_float64_counters_counts_all_in_float64():
+    params = [torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True)]
+    opt = fused_optim.Adagrad(params, lr=0.1)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"][0]["step"] = torch.tensor(7.0, dtype=torch.float64)
+    opt.load_state_dict(sd)
+    opt.step()
+    assert [opt.state[p]["step"].dtype for p in params] == [torch.float64, torch.float64]
+    assert [opt.state[p]["step"].item() for p in params] == [8.0, 2.0]
+
+
+def test_float64_counters_in_a_state_dict_load_into_torch_optim():
+    p = torch.randn(4, requires_grad=True)
+    opt = fused_optim.Adam([p], lr=0.01)
+    p.grad = torch.randn(4)
+    opt.step()
+    opt.load_state_dict(state_at_step(opt, 2**24 - 1))
+    p.grad = torch.randn(4)
+    opt.step()
+    q = p.detach().clone().requires_grad_()
+    ref = torch.optim.Adam([q], lr=0.01, foreach=False)
+    ref.load_state_dict(opt.state_dict())
+    assert ref.state[q]["step"].item() == 2**24
+
+
+def test_ops_refuse_step_counters_of_two_dtypes():
+    from fused_optim import _ops
+
+    params = [torch.zeros(3), torch.zeros(3)]
+    with pytest.raises(RuntimeError, match=r"state_steps\[1\] is Float but state_steps\[0\] is Double"):
+        _ops.adagrad_(
+            params,
+            [torch.ones(3), torch.ones(3)],
+            [torch.zeros(3), torch.zeros(3)],
+            [torch.tensor(1.0, dtype=torch.float64), torch.tensor(1.0)],
+            lr=torch.tensor(0.1, dtype=torch.float64),
+            lr_decay=0.0,
+            weight_decay=0.0,
+            eps=1e-10,
+            maximize=False,
+        )
+    assert torch.equal(params[0], torch.zeros(3))
 
 
 # Options switched on after the state exists -------------------------------------------------------------------

@@ -80,8 +80,11 @@ def _mutate(lists, kwargs, which):
         v[2] = torch.zeros(3)
         return r"exp_avg_sqs\[2\] has shape \[3\]"
     if which == "step_dtype":
+        steps[0] = steps[0].half()
+        return r"state_steps\[0\] must be a one-element float32 or float64 tensor"
+    if which == "step_dtypes_differ":
         steps[0] = steps[0].double()
-        return r"state_steps\[0\] must be a one-element float32"
+        return r"state_steps\[1\] is Float but state_steps\[0\] is Double"
     if which == "lr_shape":
         kwargs["lr"] = torch.tensor([0.1, 0.2])
         return "lr must have one element"
@@ -121,6 +124,7 @@ def _mutate(lists, kwargs, which):
         "dtype",
         "shape",
         "step_dtype",
+        "step_dtypes_differ",
         "lr_shape",
         "negative_lr",
         "beta",

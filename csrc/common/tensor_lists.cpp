@@ -149,19 +149,27 @@ void check_steps(const char* op, at::TensorList steps, size_t count, const at::D
   TORCH_CHECK(steps.size() == count, op, ": state_steps has ", steps.size(), " tensors but params has ", count);
   for (size_t i = 0; i < steps.size(); ++i) {
     const at::Tensor& s = steps[i];
-    TORCH_CHECK(s.defined() && s.numel() == 1 && s.scalar_type() == at::kFloat, op, ": state_steps[", i,
-                "] must be a one-element float32 tensor");
+    TORCH_CHECK(s.defined() && s.numel() == 1 && (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble), op,
+                ": state_steps[", i, "] must be a one-element float32 or float64 tensor");
+    TORCH_CHECK(s.scalar_type() == steps[0].scalar_type(), op, ": state_steps[", i, "] is ", s.scalar_type(),
+                " but state_steps[0] is ", steps[0].scalar_type(), "; the counters of one call share a dtype");
     TORCH_CHECK(s.device() == device, op, ": state_steps[", i, "] is on ", s.device(), " but params[", i, "] is on ",
                 device);
   }
 }
 
+double host_step(const at::Tensor& step) {
+  return step.scalar_type() == at::kDouble ? *step.const_data_ptr<double>() : *step.const_data_ptr<float>();
+}
+
 std::vector<double> advance_host_steps(at::TensorList steps) {
   std::vector<double> values(steps.size());
   for (size_t i = 0; i < steps.size(); ++i) {
-    float* step = static_cast<float*>(steps[i].data_ptr());
-    *step += 1.0f;
-    values[i] = *step;
+    if (steps[i].scalar_type() == at::kDouble) {
+      values[i] = *steps[i].data_ptr<double>() += 1.0;
+    } else {
+      values[i] = *steps[i].data_ptr<float>() += 1.0f;
+    }
   }
   return values;
 }

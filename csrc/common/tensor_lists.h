@@ -76,8 +76,11 @@ struct ScalarArgs {
 ScalarArgs prepare_scalars(const char* op, const TensorLists& lists, const std::optional<at::Tensor>& lr,
                            const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf);
 
-// Step counters: one float32 element per parameter, on `device`.
+// Step counters: one element per parameter, on `device`, all float32 (torch.optim's format, exact up to 2^24) or
+// all float64 (exact up to 2^53; the optimizers widen counters that near 2^24).
 void check_steps(const char* op, at::TensorList steps, size_t count, const at::Device& device);
+// The value of one CPU step counter.
+double host_step(const at::Tensor& step);
 // Adds one to each (CPU) step counter and returns the new values.
 std::vector<double> advance_host_steps(at::TensorList steps);
 

@@ -23,7 +23,11 @@ at::Tensor lamb_norms(at::TensorList params, at::TensorList grads, at::TensorLis
   if (n == 0) return sq_norms;
 
   std::vector<double> steps(n);  // this step's counts: lamb_ advances the stored ones
-  for (int64_t i = 0; i < n; ++i) steps[i] = *state_steps[i].const_data_ptr<float>() + 1.0f;
+  for (int64_t i = 0; i < n; ++i) {
+    // the count lamb_ will store: rounded to the counter's dtype, as advance_host_steps rounds it
+    const double next = host_step(state_steps[i]) + 1.0;
+    steps[i] = state_steps[i].scalar_type() == at::kDouble ? next : static_cast<float>(next);
+  }
   auto launch = make_launch<rules::LambHyper, LambNormsLaunch>(
       a.lists, {kLambParams, kLambGrads, kLambExpAvgs, kLambExpAvgSqs}, kLambMasters, a.hyper, a.scalars, steps);
   launch.threads = at::get_num_threads();

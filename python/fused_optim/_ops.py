@@ -34,7 +34,14 @@ def _operator(name: str) -> Callable[..., Any]:
         f"def {name}({', '.join(signature)}):\n"
         f"    if _is_compiling():\n"
         f"        return _traced({', '.join(f'{n}={n}' for n in call_args)})\n"
-        f"    return _eager({names})\n"  # the eager binding takes every argument positionally, in schema order
+        f"    try:\n"
+        f"        return _eager({names})\n"  # the eager binding takes every argument positionally, in schema order
+        f"    except TypeError as error:\n"
+        f"        if 'incompatible function arguments' not in str(error):\n"
+        f"            raise\n"
+        # pybind11 refused an argument before the call, naming none of them (arg0..arg16): torch.ops' parser
+        # converts the same arguments and, where it cannot either, says which argument and why.
+        f"    return _traced({', '.join(f'{n}={n}' for n in call_args)})\n"
     )
     scope: dict[str, Any] = {
         "_defaults": {a.name: a.default_value for a in arguments if a.has_default_value()},

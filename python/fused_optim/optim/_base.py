@@ -74,6 +74,7 @@ class Bucket:
 class _GroupPlan:
     key: tuple[Any, ...]
     buckets: list[Bucket]
+    steps_until_check: int = 0  # of the step counters' range (see _widen_step_counters); 0: on the next step
 
     @property
     def reads_grads_in_cpp(self) -> bool:
@@ -89,7 +90,18 @@ MasterWeights = bool | Literal["split"]
 #: The state key of each kind of master: a float32 copy, or the int16 low halves of a split float32 master.
 MASTER_KEYS = {"full": "master_param", "split": "master_low_bits"}
 _HALF = (torch.float16, torch.bfloat16)
+#: Step counters are float32 tensors, as in torch.optim, which count exactly up to 2^24 and then stop (2^24 + 1
+#: rounds back): the bias corrections of Adam, Adagrad's lr decay and LAMB would freeze there. Counters that come
+#: within 2 * _STEP_CHECK_EVERY of it are widened to float64 (exact to 2^53), which the kernels also take; the
+#: range is checked when a plan is built and every _STEP_CHECK_EVERY steps after (one device read on a GPU).
+_STEP_CHECK_EVERY = 2**16
+_WIDEN_STEPS_AT = 2**24 - 2 * _STEP_CHECK_EVERY
 _GROUP_OPTIONS = ("master_weights", "state_dtype")
+_NP_BOOL = ("bool", "bool_")  # numpy's bool scalar type, in numpy 2 and 1
+#: The boolean options of the optimizers' param groups.
+_FLAGS = frozenset(
+    ("amsgrad", "maximize", "nesterov", "centered", "decoupled_weight_decay", "bias_correction", "capturable")
+)
 
 
 class FusedOptimizer(Optimizer):
@@ -150,17 +162,23 @@ class FusedOptimizer(Optimizer):
         self.grad_norm: Tensor | None = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        _check_mixed_precision(param_group.get("master_weights", False), param_group.get("state_dtype"))
         with warnings.catch_warnings():  # torch only warns about duplicates: refused below
             warnings.filterwarnings("ignore", message=".*duplicate parameters")
             super().add_param_group(param_group)
-        params = self.param_groups[-1]["params"]
-        if len({id(p) for p in params}) != len(params):
+        group = self.param_groups[-1]
+        params = group["params"]
+        try:
+            if len({id(p) for p in params}) != len(params):
+                raise ValueError(
+                    f"{type(self).__name__}: a param group lists the same parameter twice; one fused pass would "
+                    "update it twice at once (torch.optim only warns, and its own code paths disagree on the result)"
+                )
+            # torch.optim checks only the constructor's defaults; a group's own values would fail at the first step
+            # with a message that names nothing (`float(None)`, "not enough values to unpack").
+            self._check_group(group)
+        except (TypeError, ValueError):
             self.param_groups.pop()
-            raise ValueError(
-                f"{type(self).__name__}: a param group lists the same parameter twice; one fused pass would update "
-                "it twice at once (torch.optim only warns, and its own code paths disagree on the result)"
-            )
+            raise
         if hasattr(self, "_plans"):  # the cached plans hold the state tensors
             self._plans.clear()
 
@@ -271,6 +289,18 @@ class FusedOptimizer(Optimizer):
 
     # Subclass interface -------------------------------------------------------------------------------------
 
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Refuse a param group's bad hyperparameters with an error that names them. Subclasses check their own
+        values (torch.optim's checks and messages, before super().__init__ on the defaults) and then call this for
+        the common ones. It runs on every group added, and again when a step fails on a group, to name a value
+        changed since then (a step re-checks nothing while it succeeds: the ops check values themselves)."""
+        for key in _FLAGS.intersection(group):
+            value = group[key]
+            if not (isinstance(value, bool) or type(value).__module__ == "numpy" and type(value).__name__ in _NP_BOOL):
+                # torch.optim takes any truthy value; the fused ops take a bool, and "yes" or None is a mistake
+                raise TypeError(f"{type(self).__name__}: {key} must be a bool, got {value!r}")
+        _check_mixed_precision(group.get("master_weights", False), group.get("state_dtype"))
+
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         """The per-parameter state tensors the operator takes (including ``step`` where the optimizer has one)."""
         raise NotImplementedError
@@ -323,23 +353,37 @@ class FusedOptimizer(Optimizer):
             grad_scale = self._clip(grads_per_group, grad_scale)
         label = profiling()
         for group, all_grads in zip(self.param_groups, grads_per_group):
-            for bucket in self._plan(group, all_grads).buckets:
-                device = bucket.device
-                args = (
-                    group,
-                    bucket,
-                    bucket.grads(all_grads),
-                    self._lr_arg(group, device),
-                    _on(grad_scale, device),
-                    _on(found_inf, device),
-                )
-                if label:  # one profiler range per kernel launch, saying what it updates
-                    name = f"fused_optim.{type(self).__name__}: {len(bucket.params)} {bucket.dtype} tensors on {device}"
-                    with record_function(name):
-                        self._launch(*args)
-                else:
-                    self._launch(*args)
+            try:
+                self._step_group(group, all_grads, grad_scale, found_inf, label)
+            except (TypeError, ValueError):  # the ops' own checks raise RuntimeErrors that name the value already
+                self._check_group(group)  # a value set to None or of a bad type since the group was added: name it
+                raise
         return loss
+
+    def _step_group(
+        self,
+        group: dict[str, Any],
+        all_grads: Any,
+        grad_scale: Tensor | None,
+        found_inf: Tensor | None,
+        label: bool,
+    ) -> None:
+        for bucket in self._plan(group, all_grads).buckets:
+            device = bucket.device
+            args = (
+                group,
+                bucket,
+                bucket.grads(all_grads),
+                self._lr_arg(group, device),
+                _on(grad_scale, device),
+                _on(found_inf, device),
+            )
+            if label:  # one profiler range per kernel launch, saying what it updates
+                name = f"fused_optim.{type(self).__name__}: {len(bucket.params)} {bucket.dtype} tensors on {device}"
+                with record_function(name):
+                    self._launch(*args)
+            else:
+                self._launch(*args)
 
     def _gradients(self, group: dict[str, Any]) -> Any:
         """The group's gradients: a list with None where a param has none or, in the steady state (every param has
@@ -409,7 +453,36 @@ class FusedOptimizer(Optimizer):
         if plan is None or plan.key != key:
             plan = _GroupPlan(key, self._build_buckets(group, all_grads))
             self._plans[id(group)] = plan
+        if torch.compiler.is_compiling():  # a compiled step would guard on (and recompile for) the countdown
+            return plan
+        plan.steps_until_check -= 1
+        if plan.steps_until_check < 0 and self._widen_step_counters(group, plan):
+            plan = self._plans[id(group)] = _GroupPlan(key, self._build_buckets(group, all_grads))
+            plan.steps_until_check = _STEP_CHECK_EVERY
         return plan
+
+    def _widen_step_counters(self, group: dict[str, Any], plan: _GroupPlan) -> bool:
+        """Make the group's float32 step counters float64 when the largest is near 2^24 (see _WIDEN_STEPS_AT);
+        True if it did (the plan holds the old counters then)."""
+        plan.steps_until_check = _STEP_CHECK_EVERY
+        widen = False
+        for b in plan.buckets:
+            steps = b.state.get("step")
+            if not steps or steps[0].dtype != torch.float32 or steps[0].device.type == "meta":
+                continue
+            top = b.lists("step")[0].host_max()  # CPU counters: read in C++, no sync and no Python tensor reads
+            if top is None:
+                if steps[0].is_cuda and torch.cuda.is_current_stream_capturing():
+                    plan.steps_until_check = 0  # no reads while a CUDA graph is captured: check on the next step
+                    return False
+                top = torch.stack(steps).max().item()
+            widen = widen or top >= _WIDEN_STEPS_AT
+        if widen:
+            for p in group["params"]:
+                step = self.state[p].get("step") if p in self.state else None
+                if step is not None and step.dtype == torch.float32:
+                    self.state[p]["step"] = step.to(torch.float64)
+        return widen
 
     def _build_buckets(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> list[Bucket]:
         fresh = []
@@ -427,6 +500,9 @@ class FusedOptimizer(Optimizer):
             self._add_master(p, group, state)
         _pack_state(fresh, (*self._state_keys(group), *MASTER_KEYS.values()))
 
+        # One counter dtype per group (an op call takes one): float64 once any counter is (see _WIDEN_STEPS_AT).
+        steps = [self.state[p].get("step") for p, g in zip(group["params"], all_grads) if g is not None]
+        step_dtype = torch.float64 if any(s is not None and s.dtype == torch.float64 for s in steps) else torch.float32
         buckets: dict[tuple[torch.device, torch.dtype, bool], Bucket] = {}
         for i, (p, g) in enumerate(zip(group["params"], all_grads)):
             if g is None:
@@ -434,8 +510,8 @@ class FusedOptimizer(Optimizer):
             state = self.state[p]
             # Steps loaded from a torch.optim state_dict may be CPU tensors: the kernels want them beside p.
             step = state.get("step")
-            if step is not None and (step.device != p.device or step.dtype != torch.float32):
-                state["step"] = step.to(device=p.device, dtype=torch.float32)
+            if step is not None and (step.device != p.device or step.dtype != step_dtype):
+                state["step"] = step.to(device=p.device, dtype=step_dtype)
             is_dtensor = isinstance(p, DTensor)
             b = buckets.get((p.device, p.dtype, is_dtensor))
             if b is None:
@@ -505,8 +581,15 @@ def _is_dense(t: Tensor) -> bool:
     return True
 
 
+def check_real(value: Any, what: str) -> None:
+    """Refuse a hyperparameter that is not a number (None, a string...) by name, before comparing it."""
+    if not isinstance(value, (numbers.Real, Tensor)):
+        raise TypeError(f"Invalid {what}: {value!r} (must be a real number)")
+
+
 def check_lr(lr: float | Tensor) -> None:
     """torch.optim's checks and messages for ``lr``, so code that catches them keeps working."""
+    check_real(lr, "learning rate (lr)")
     if isinstance(lr, Tensor):
         if lr.numel() != 1:
             raise ValueError("Tensor lr must be 1-element")
@@ -518,6 +601,7 @@ def check_lr(lr: float | Tensor) -> None:
 
 def check_nonnegative(value: float, what: str) -> None:
     """torch.optim's check and message for a hyperparameter that must be >= 0 (NaN included)."""
+    check_real(value, what)
     if not value >= 0.0:
         raise ValueError(f"Invalid {what}: {value}")
 
@@ -535,6 +619,7 @@ def check_betas(betas: tuple[float, float], *, closed: bool = False) -> None:
     if not hasattr(betas, "__len__") or len(betas) != 2:  # torch.optim ignores a third beta, fails on one
         raise ValueError(f"betas must be a pair (beta1, beta2), got {betas!r}")
     for i, beta in enumerate(betas):
+        check_real(beta, f"beta parameter at index {i}")
         if not (0.0 <= beta <= 1.0 if closed else 0.0 <= beta < 1.0):
             raise ValueError(f"Invalid beta parameter at index {i}: {beta}")
 

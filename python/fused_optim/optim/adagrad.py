@@ -50,7 +50,33 @@ class Adagrad(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
+        defaults = dict(
+            lr=lr,
+            lr_decay=lr_decay,
+            eps=eps,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            fused=fused,
+        )
+        self._check_group(defaults)
+        super().__init__(
+            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
+        )
+        for group in self.param_groups:
+            fresh = []
+            for p in group["params"]:
+                if len(self.state[p]) == 0:
+                    self._init_state(p, group, self.state[p])
+                    fresh.append(self.state[p])
+            _pack_state(fresh, self._state_keys(group))
+
+    def _check_group(self, group: dict[str, Any]) -> None:
         # torch.optim.Adagrad's checks and messages.
+        keys = ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps")
+        lr, lr_decay, weight_decay, initial_accumulator_value, eps = (group[k] for k in keys)
         check_lr(lr)
         check_nonnegative(lr_decay, "lr_decay value")
         check_nonnegative(weight_decay, "weight_decay value")
@@ -63,27 +89,7 @@ class Adagrad(FusedOptimizer):
             ("initial_accumulator_value value", initial_accumulator_value),
             ("epsilon value", eps),
         )
-        defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            eps=eps,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            foreach=foreach,
-            maximize=maximize,
-            differentiable=differentiable,
-            fused=fused,
-        )
-        super().__init__(
-            params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
-        )
-        for group in self.param_groups:
-            fresh = []
-            for p in group["params"]:
-                if len(self.state[p]) == 0:
-                    self._init_state(p, group, self.state[p])
-                    fresh.append(self.state[p])
-            _pack_state(fresh, self._state_keys(group))
+        super()._check_group(group)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("sum", "step")

@@ -12,15 +12,6 @@ from .. import _ops
 from ._base import Bucket, FusedOptimizer, MasterWeights, check_betas, check_finite, check_lr, check_nonnegative
 
 
-def _check_hyperparameters(lr: float | Tensor, betas: tuple[float, float], eps: float, weight_decay: float) -> None:
-    # torch.optim's checks and messages, so code that catches them keeps working.
-    check_lr(lr)
-    check_nonnegative(eps, "epsilon value")
-    check_betas(betas)
-    check_nonnegative(weight_decay, "weight_decay value")
-    check_finite(("learning rate", lr), ("epsilon value", eps), ("weight_decay value", weight_decay))
-
-
 class Adam(FusedOptimizer):
     """Adam (Kingma & Ba, 2014) with torch.optim.Adam's arguments, defaults, state keys and state_dict.
 
@@ -63,7 +54,6 @@ class Adam(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
-        _check_hyperparameters(lr, betas, eps, weight_decay)
         defaults = dict(
             lr=lr,
             betas=betas,
@@ -77,9 +67,20 @@ class Adam(FusedOptimizer):
             fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
         )
+        self._check_group(defaults)
         super().__init__(
             params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
         )
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        # torch.optim's checks and messages, so code that catches them keeps working.
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        check_lr(lr)
+        check_nonnegative(eps, "epsilon value")
+        check_betas(group["betas"])
+        check_nonnegative(weight_decay, "weight_decay value")
+        check_finite(("learning rate", lr), ("epsilon value", eps), ("weight_decay value", weight_decay))
+        super()._check_group(group)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         keys = ("exp_avg", "exp_avg_sq", "max_exp_avg_sq") if group["amsgrad"] else ("exp_avg", "exp_avg_sq")

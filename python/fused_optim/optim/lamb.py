@@ -60,14 +60,10 @@ class LAMB(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
-        check_lr(lr)
-        check_betas(betas)
-        check_nonnegative(eps, "epsilon value")
-        check_nonnegative(weight_decay, "weight_decay value")
-        check_finite(("learning rate", lr), ("epsilon value", eps), ("weight_decay value", weight_decay))
         defaults = dict(
             lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, bias_correction=bias_correction, maximize=maximize
         )
+        self._check_group(defaults)
         super().__init__(
             params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
         )
@@ -77,6 +73,15 @@ class LAMB(FusedOptimizer):
         # Optimizer.__getstate__ leaves the process group out (it cannot be pickled): a copy has none.
         super().__setstate__(state)
         self.__dict__.setdefault("process_group", None)
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        lr, eps, weight_decay = group["lr"], group["eps"], group["weight_decay"]
+        check_lr(lr)
+        check_betas(group["betas"])
+        check_nonnegative(eps, "epsilon value")
+        check_nonnegative(weight_decay, "weight_decay value")
+        check_finite(("learning rate", lr), ("epsilon value", eps), ("weight_decay value", weight_decay))
+        super()._check_group(group)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq", "step")

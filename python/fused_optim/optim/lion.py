@@ -44,14 +44,19 @@ class Lion(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
-        check_lr(lr)
-        check_betas(betas, closed=True)
-        check_nonnegative(weight_decay, "weight_decay value")
-        check_finite(("learning rate", lr), ("weight_decay value", weight_decay))
         defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+        self._check_group(defaults)
         super().__init__(
             params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
         )
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        lr, weight_decay = group["lr"], group["weight_decay"]
+        check_lr(lr)
+        check_betas(group["betas"], closed=True)
+        check_nonnegative(weight_decay, "weight_decay value")
+        check_finite(("learning rate", lr), ("weight_decay value", weight_decay))
+        super()._check_group(group)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg",)

@@ -52,19 +52,6 @@ class RMSprop(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
-        # torch.optim.RMSprop's checks and messages.
-        check_lr(lr)
-        check_nonnegative(eps, "epsilon value")
-        check_nonnegative(momentum, "momentum value")
-        check_nonnegative(weight_decay, "weight_decay value")
-        check_nonnegative(alpha, "alpha value")
-        check_finite(
-            ("learning rate", lr),
-            ("alpha value", alpha),
-            ("epsilon value", eps),
-            ("weight_decay value", weight_decay),
-            ("momentum value", momentum),
-        )
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -77,9 +64,27 @@ class RMSprop(FusedOptimizer):
             maximize=maximize,
             differentiable=differentiable,
         )
+        self._check_group(defaults)
         super().__init__(
             params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
         )
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        # torch.optim.RMSprop's checks and messages.
+        lr, alpha, eps, weight_decay, momentum = (group[k] for k in ("lr", "alpha", "eps", "weight_decay", "momentum"))
+        check_lr(lr)
+        check_nonnegative(eps, "epsilon value")
+        check_nonnegative(momentum, "momentum value")
+        check_nonnegative(weight_decay, "weight_decay value")
+        check_nonnegative(alpha, "alpha value")
+        check_finite(
+            ("learning rate", lr),
+            ("alpha value", alpha),
+            ("epsilon value", eps),
+            ("weight_decay value", weight_decay),
+            ("momentum value", momentum),
+        )
+        super()._check_group(group)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         keys = ["square_avg"]

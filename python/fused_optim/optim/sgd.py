@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .. import _ops
-from ._base import Bucket, FusedOptimizer, MasterWeights, check_finite, check_lr, check_nonnegative
+from ._base import Bucket, FusedOptimizer, MasterWeights, check_finite, check_lr, check_nonnegative, check_real
 
 
 class SGD(FusedOptimizer):
@@ -49,20 +49,6 @@ class SGD(FusedOptimizer):
         state_dtype: torch.dtype | None = None,
         max_grad_norm: float | None = None,
     ) -> None:
-        # torch.optim.SGD's checks and messages (NaN, which its `<` comparisons let through, included).
-        check_lr(lr)
-        check_nonnegative(momentum, "momentum value")
-        check_nonnegative(weight_decay, "weight_decay value")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
-        # torch.optim lets inf (and any NaN dampening) through: the parameters become inf or NaN. The kernels refuse
-        # it at the first step; refuse it here already, where the message can name the argument.
-        check_finite(
-            ("learning rate", lr),
-            ("momentum value", momentum),
-            ("dampening value", dampening),
-            ("weight_decay value", weight_decay),
-        )
         defaults = dict(
             lr=lr,
             momentum=momentum,
@@ -74,6 +60,7 @@ class SGD(FusedOptimizer):
             differentiable=differentiable,
             fused=fused,
         )
+        self._check_group(defaults)
         super().__init__(
             params, defaults, master_weights=master_weights, state_dtype=state_dtype, max_grad_norm=max_grad_norm
         )
@@ -82,6 +69,25 @@ class SGD(FusedOptimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self._new_buffers = set()
+
+    def _check_group(self, group: dict[str, Any]) -> None:
+        # torch.optim.SGD's checks and messages (NaN, which its `<` comparisons let through, included).
+        lr, momentum, dampening, weight_decay = (group[k] for k in ("lr", "momentum", "dampening", "weight_decay"))
+        check_lr(lr)
+        check_nonnegative(momentum, "momentum value")
+        check_nonnegative(weight_decay, "weight_decay value")
+        check_real(dampening, "dampening value")
+        if group["nesterov"] and (momentum <= 0 or dampening != 0):
+            raise ValueError("Nesterov momentum requires a momentum and zero dampening")
+        # torch.optim lets inf (and any NaN dampening) through: the parameters become inf or NaN. The kernels refuse
+        # it at the first step; refuse it here already, where the message can name the argument.
+        check_finite(
+            ("learning rate", lr),
+            ("momentum value", momentum),
+            ("dampening value", dampening),
+            ("weight_decay value", weight_decay),
+        )
+        super()._check_group(group)
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("momentum_buffer",) if group["momentum"] != 0 else ()
