@@ -87,3 +87,81 @@ def test_benchmark_scripts_run():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "fused_optim.Adagrad" in out.stdout and "torch Adagrad fused" in out.stdout
+
+
+def run_script(*code: str) -> str:
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; sys.path.insert(0, 'benchmarks'); " + "; ".join(code)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_mixed_precision_benchmark_covers_every_optimizer():
+    out = run_script(
+        "import bench_mixed",
+        "sys.exit(bench_mixed.main(['--device', 'cpu', '--optimizers', 'sgd,lamb', '--workloads', 'tiny1000', "
+        "'--rounds', '1', '--steps', '1']))",
+    )
+    rows = re.findall(r"^(\w+)\s+tiny1000\s+cpu\s+(.+?)\s{2,}([\d.]+)\s+([\d.]+)x\s+([\d.]+)$", out, re.M)
+    names = ["torch recipe", "fused master", "fused split", "fused split+bf16", "torch bf16", "fused bf16"]
+    assert [(r[0], r[1]) for r in rows] == [(o, n) for o in ("sgd", "lamb") for n in names]
+    by = {(r[0], r[1]): r for r in rows}
+    for opt in ("sgd", "lamb"):
+        assert by[(opt, "torch recipe")][3] == "1.00"
+        # bf16 params (2 bytes) + state: the fp32 master (4) or its low half (2), and the moments
+        moments = 4 if opt == "sgd" else 8
+        assert float(by[(opt, "fused master")][4]) == 2 + 4 + moments
+        assert float(by[(opt, "fused split")][4]) == 2 + 2 + moments
+        assert float(by[(opt, "fused split+bf16")][4]) == 2 + 2 + moments / 2
+
+
+def test_modes_benchmark_covers_every_optimizer():
+    out = run_script(
+        "import bench_modes",
+        "sys.exit(bench_modes.main(['--device', 'cpu', '--optimizers', 'rmsprop,adamw', "
+        "'--workloads', 'tiny1000', '--rounds', '1', '--steps', '1']))",
+    )
+    rows = re.findall(r"^(\w+)\s+tiny1000\s+(\S+)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)x$", out, re.M)
+    assert [(r[0], r[1]) for r in rows] == [
+        (o, m) for o in ("rmsprop", "adamw") for m in ("plain", "scaler", "clip", "amp+clip")
+    ]
+    for r in rows:
+        assert float(r[4]) == pytest.approx(float(r[2]) / float(r[3]), rel=0.02, abs=0.01)
+
+
+def test_run_all_reads_the_targets_from_the_tables():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import run_all
+
+    table = (
+        "small1000       cpu  fused_optim.SGD              2.873    2.612    66.5     84        1.90x\n"
+        "small1000       cpu  torch SGD fused              7.441    6.972    25.7     33        1.00x\n"
+        "large25m        cpu  fused_optim.RMSprop          8.011    7.351    63.1    148        6.14x\n"
+    )
+    mixed = "adamw     large25m    cpu  fused master          11.237      1.61x         14.0\n"
+    lines = run_all.targets({"Every optimizer, fp32": table, "Mixed precision": mixed})
+    assert lines == [
+        "- sgd small1000: 1.90x torch's fastest path (target 2.0x): MISSED",
+        "- rmsprop large25m: 6.14x torch's fastest path (target 4.0x): met",
+        "- adamw large25m fused master: 1.61x the torch recipe (fp32 masters)",
+    ]
+
+
+def test_run_all_adds_its_section_above_the_older_ones(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\nIntro.\n\n## 2000-01-01: an old run\n\nold table\n")
+    out = run_script(
+        "import run_all",
+        f"sys.exit(run_all.main(['--quick', '--only', 'in-backward', '--out', {str(results)!r}]))",
+    )
+    assert "wrote a section" in out
+    text = results.read_text()
+    assert text.startswith("# Benchmark results\n\nIntro.\n\n## ")
+    new, old = text.index("### Optimizer-in-backward"), text.index("## 2000-01-01: an old run")
+    assert new < old and "fused_optim" in text[new:old] and text.endswith("old table\n")
+    assert re.search(r"## \d{4}-\d\d-\d\d: CPU, .+, torch \S+, fused_optim \S+ \(commit ", text)

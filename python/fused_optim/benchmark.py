@@ -70,44 +70,54 @@ def make_params(workload: str, device: str, dtype: torch.dtype = torch.float32) 
     return params
 
 
-def contenders(optimizer: str, device: str) -> dict[str, Maker]:
-    """fused_optim's optimizer first, then the baseline of the ratios (torch's fastest path), then others."""
+#: fused_optim's optimizer for each benchmark name, with the hyperparameters every benchmark uses for it.
+FUSED: dict[str, tuple[type[torch.optim.Optimizer], dict[str, Any]]] = {
+    "adamw": (fused_optim.AdamW, dict(lr=1e-3)),
+    "sgd": (fused_optim.SGD, dict(lr=1e-3, momentum=0.9)),
+    "rmsprop": (fused_optim.RMSprop, dict(lr=1e-3)),
+    "adagrad": (fused_optim.Adagrad, dict(lr=1e-3)),
+    "lion": (fused_optim.Lion, dict(lr=1e-4, weight_decay=0.1)),
+    "lamb": (fused_optim.LAMB, dict(lr=1e-3)),
+}
+
+
+def torch_paths(optimizer: str, device: str) -> dict[str, Maker]:
+    """torch's ways to run the optimizer, the fastest first (the baseline of the ratios): fused where torch has a
+    fused kernel, else foreach; for Lion and LAMB, which torch.optim lacks, foreach implementations."""
+    kw = FUSED[optimizer][1] if optimizer in FUSED else {}
     if optimizer == "adamw":
         return {
-            "fused_optim.AdamW": lambda ps: fused_optim.AdamW(ps, lr=1e-3),
-            "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, lr=1e-3, fused=True),
-            "torch AdamW foreach": lambda ps: torch.optim.AdamW(ps, lr=1e-3, foreach=True),
+            "torch AdamW fused": lambda ps: torch.optim.AdamW(ps, **kw, fused=True),
+            "torch AdamW foreach": lambda ps: torch.optim.AdamW(ps, **kw, foreach=True),
         }
     if optimizer == "sgd":
         return {
-            "fused_optim.SGD": lambda ps: fused_optim.SGD(ps, lr=1e-3, momentum=0.9),
-            "torch SGD fused": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, fused=True),
-            "torch SGD foreach": lambda ps: torch.optim.SGD(ps, lr=1e-3, momentum=0.9, foreach=True),
+            "torch SGD fused": lambda ps: torch.optim.SGD(ps, **kw, fused=True),
+            "torch SGD foreach": lambda ps: torch.optim.SGD(ps, **kw, foreach=True),
         }
     if optimizer == "rmsprop":  # torch has no fused RMSprop
         return {
-            "fused_optim.RMSprop": lambda ps: fused_optim.RMSprop(ps, lr=1e-3),
-            "torch RMSprop foreach": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, foreach=True),
-            "torch RMSprop forloop": lambda ps: torch.optim.RMSprop(ps, lr=1e-3, foreach=False),
+            "torch RMSprop foreach": lambda ps: torch.optim.RMSprop(ps, **kw, foreach=True),
+            "torch RMSprop forloop": lambda ps: torch.optim.RMSprop(ps, **kw, foreach=False),
         }
     if optimizer == "adagrad":  # torch's fused Adagrad is CPU-only
-        torch_fused = {"torch Adagrad fused": lambda ps: torch.optim.Adagrad(ps, lr=1e-3, fused=True)}
+        torch_fused = {"torch Adagrad fused": lambda ps: torch.optim.Adagrad(ps, **kw, fused=True)}
         return {
-            "fused_optim.Adagrad": lambda ps: fused_optim.Adagrad(ps, lr=1e-3),
             **(torch_fused if device == "cpu" else {}),
-            "torch Adagrad foreach": lambda ps: torch.optim.Adagrad(ps, lr=1e-3, foreach=True),
+            "torch Adagrad foreach": lambda ps: torch.optim.Adagrad(ps, **kw, foreach=True),
         }
     if optimizer == "lion":
-        return {
-            "fused_optim.Lion": lambda ps: fused_optim.Lion(ps, lr=1e-4, weight_decay=0.1),
-            "foreach Lion": lambda ps: ForeachLion(ps, lr=1e-4, weight_decay=0.1),
-        }
+        return {"foreach Lion": lambda ps: ForeachLion(ps, **kw)}
     if optimizer == "lamb":
-        return {
-            "fused_optim.LAMB": lambda ps: fused_optim.LAMB(ps, lr=1e-3),
-            "foreach LAMB": lambda ps: ForeachLAMB(ps, lr=1e-3),
-        }
+        return {"foreach LAMB": lambda ps: ForeachLAMB(ps, **kw)}
     raise ValueError(f"unknown optimizer {optimizer!r}: {', '.join(BYTES_PER_PARAM)}")
+
+
+def contenders(optimizer: str, device: str) -> dict[str, Maker]:
+    """fused_optim's optimizer first, then the baseline of the ratios (torch's fastest path), then others."""
+    paths = torch_paths(optimizer, device)
+    cls, kw = FUSED[optimizer]
+    return {f"fused_optim.{cls.__name__}": lambda ps: cls(ps, **kw), **paths}
 
 
 def sync(device: str) -> None:
