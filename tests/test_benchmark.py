@@ -143,12 +143,18 @@ def test_run_all_reads_the_targets_from_the_tables():
         "small1000       cpu  torch SGD fused              7.441    6.972    25.7     33        1.00x\n"
         "large25m        cpu  fused_optim.RMSprop          8.011    7.351    63.1    148        6.14x\n"
     )
-    mixed = "adamw     large25m    cpu  fused master          11.237      1.61x         14.0\n"
+    mixed = (
+        "adamw     large25m    cpu  torch recipe           19.198      1.00x         14.0\n"
+        "adamw     large25m    cpu  fused master           11.793      1.63x         14.0\n"
+        "adamw     large25m    cpu  torch bf16              7.838      2.45x          6.0\n"
+        "adamw     large25m    cpu  fused bf16              5.424      3.54x          6.0\n"
+    )
     lines = run_all.targets({"Every optimizer, fp32": table, "Mixed precision": mixed})
     assert lines == [
         "- sgd small1000: 1.90x torch's fastest path (target 2.0x): MISSED",
         "- rmsprop large25m: 6.14x torch's fastest path (target 4.0x): met",
-        "- adamw large25m fused master: 1.61x the torch recipe (fp32 masters)",
+        "- adamw large25m bf16 params + fp32 master: 1.63x torch's fp32-master recipe (target 1.3x): met",
+        "- adamw large25m all-bf16: 1.45x torch's bf16 step (target 1.5x): MISSED",
     ]
 
 

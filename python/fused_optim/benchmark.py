@@ -203,7 +203,8 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot(rows: list[dict[str, Any]], path: str) -> str:
-    """A bar chart of each contender's speed-up over the baseline, per optimizer and workload. Needs matplotlib."""
+    """Bar charts of each contender's speed-up over the baseline: one panel per optimizer (and device), one group of
+    bars per workload. Needs matplotlib."""
     try:
         import matplotlib
     except ImportError as e:
@@ -211,29 +212,38 @@ def plot(rows: list[dict[str, Any]], path: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cases = list(dict.fromkeys((r["optimizer"], r["workload"], r["device"]) for r in rows))
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(cases) + 2), 4))
-    width = 0.8 / max(sum(1 for r in rows if (r["optimizer"], r["workload"], r["device"]) == c) for c in cases)
-    for i, case in enumerate(cases):
-        case_rows = [r for r in rows if (r["optimizer"], r["workload"], r["device"]) == case]
-        for j, r in enumerate(case_rows):
-            ours = r["contender"].startswith("fused_optim")
-            bar = ax.bar(i + (j - (len(case_rows) - 1) / 2) * width, r["vs_baseline"], width * 0.9)
-            bar[0].set_color("tab:blue" if ours else ("tab:gray" if j == 1 else "silver"))
+    panels = list(dict.fromkeys((r["optimizer"], r["device"]) for r in rows))
+    cols = min(3, len(panels))
+    nrows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.2 * cols, 3.6 * nrows), squeeze=False)
+    for ax, (optimizer, device) in zip(axes.flat, panels):
+        mine = [r for r in rows if (r["optimizer"], r["device"]) == (optimizer, device)]
+        workloads = list(dict.fromkeys(r["workload"] for r in mine))
+        names = list(dict.fromkeys(r["contender"] for r in mine))
+        width = 0.8 / len(names)
+        for j, name in enumerate(names):
+            xs, ys = [], []
+            for i, w in enumerate(workloads):
+                r = next((r for r in mine if r["workload"] == w and r["contender"] == name), None)
+                if r is not None:
+                    xs.append(i + (j - (len(names) - 1) / 2) * width)
+                    ys.append(r["vs_baseline"])
+            ours = name.startswith("fused_optim")
+            color = "tab:blue" if ours else ("tab:gray" if j == 1 else "silver")
+            ax.bar(xs, ys, width * 0.9, color=color, label=name)
             if ours:
-                ax.annotate(
-                    f"{r['vs_baseline']:.2f}x",
-                    (i + (j - (len(case_rows) - 1) / 2) * width, r["vs_baseline"]),
-                    ha="center",
-                    va="bottom",
-                    fontsize=8,
-                )
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(range(len(cases)), [f"{o}\n{w}\n{d}" for o, w, d in cases], fontsize=8)
-    ax.set_ylabel("speed-up over torch's fastest path")
-    ax.set_title("fused_optim (blue) vs torch baseline (gray) and others (light)")
+                for x, y in zip(xs, ys):
+                    ax.annotate(f"{y:.2f}x", (x, y), ha="center", va="bottom", fontsize=7)
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_xticks(range(len(workloads)), [w.replace("flat:", "flat\n") for w in workloads], fontsize=7)
+        ax.set_title(f"{optimizer} ({device})", fontsize=9)
+        ax.set_ylabel("speed-up over torch's fastest path", fontsize=7)
+        ax.legend(fontsize=6, loc="upper left")
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
+    fig.suptitle("fused_optim (blue) against torch's fastest path (gray) and torch's other paths (light)")
     fig.tight_layout()
-    fig.savefig(path, format="png")
+    fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
     return path
 
