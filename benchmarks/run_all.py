@@ -30,6 +30,8 @@ def suite(device: str, quick: bool, charts: Path) -> list[tuple[str, list[str]]]
     """(title, command) of each benchmark, with the run lengths of a full or a quick run; charts go to ``charts``."""
     rounds = ["--rounds", "2" if quick else "10"]
     steps = ["--steps", "2" if quick else "5"]
+    # the two standard workloads and a flat control, every optimizer
+    every = ["--optimizers", "all", "--workloads", "small1000,flat:small1000,large25m", *rounds, "--steps", "3"]
     png = str(charts / f"RESULTS_speedups_{device}.png")
     scaling_png = str(charts / f"RESULTS_scaling_{device}.png")
     runs = [
@@ -43,11 +45,11 @@ def suite(device: str, quick: bool, charts: Path) -> list[tuple[str, list[str]]]
         ),
         (
             "Mixed precision: bf16 params with masters, split masters, bf16 state, all-bf16",
-            ["benchmarks/bench_mixed.py", "--device", device, "--optimizers", "all", *rounds, "--steps", "3"],
+            ["benchmarks/bench_mixed.py", "--device", device, *every],
         ),
         (
             "GradScaler and clipping, fp32 params",
-            ["benchmarks/bench_modes.py", "--device", device, "--optimizers", "all", *rounds, "--steps", "3"],
+            ["benchmarks/bench_modes.py", "--device", device, *every],
         ),
         (
             "Scaling: step time against tensor count and total size (AdamW)",
