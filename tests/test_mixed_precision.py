@@ -412,6 +412,22 @@ def test_fp32_params_low_precision_grads(name, grad_dtype, device):
     assert_states_equal(opt, params, ref_opt, ref)
 
 
+@pytest.mark.parametrize("param_dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_gradients_of_mixed_dtypes_in_one_group_are_not_rounded(name, param_dtype, device):
+    """A bf16 gradient first and wider ones after it: each is used at its own precision (converted to the compute
+    type), not rounded to the first one's dtype."""
+    params = make_params(SHAPES, param_dtype, device)
+    ref = [p.clone() for p in params]
+    compute = torch.float64 if param_dtype == torch.float64 else torch.float32
+    dtypes = [torch.bfloat16, compute, torch.float16]
+    grads = [[g.double().to(dtypes[i % 3]) for i, g in enumerate(gs)] for gs in grad_stream(params, 4)]
+    opt, ref_opt = make(name, params), make(name, ref)
+    run(opt, params, grads)
+    run(ref_opt, ref, grads, compute)  # the same values, each upcast exactly
+    assert_states_equal(opt, params, ref_opt, ref)
+
+
 @pytest.mark.parametrize("grad_dtype", [torch.float32, torch.bfloat16], ids=["fp32_grads", "bf16_grads"])
 @pytest.mark.parametrize("name", OPTIMIZERS)
 def test_fp64_params_lower_precision_grads(name, grad_dtype, device):
@@ -706,6 +722,35 @@ def test_found_inf_skips_the_whole_step(name, setting, device):
     run(opt, params, grads[3:])
     del opt.found_inf
     run(ref_opt, ref, grads[3:])
+    assert_states_equal(opt, params, ref_opt, ref)
+
+
+FOUND_INF_FLAGS = {
+    "two": lambda device: torch.tensor(2.0, device=device),  # GradScaler sums per-device flags: two overflowed
+    "nan": lambda device: torch.tensor(float("nan"), device=device),
+    "shape_1": lambda device: torch.ones(1, device=device),  # one element, not 0-dim
+}
+
+
+@pytest.mark.parametrize("flag", FOUND_INF_FLAGS)
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_any_non_zero_found_inf_skips_exactly_one_step(name, flag, device):
+    """Every non-zero found_inf skips the step, and the step counters go back by exactly one whatever the flag's
+    value or shape (on a GPU they are advanced before the kernels read them and taken back after)."""
+    params = make_params(SHAPES, torch.float32, device)
+    ref = [p.clone() for p in params]
+    grads = grad_stream(params, 4)
+    opt, ref_opt = make(name, params), make(name, ref)
+    run(opt, params, grads[:2])
+    run(ref_opt, ref, grads[:2])
+    snap = snapshot(opt, params)
+    opt.found_inf = FOUND_INF_FLAGS[flag](device)
+    opt.grad_scale = torch.tensor(1.0, device=device)
+    step(opt, params, grads[2])
+    del opt.found_inf, opt.grad_scale
+    assert_same_state(opt, params, snap)
+    run(opt, params, grads[2:])
+    run(ref_opt, ref, grads[2:])
     assert_states_equal(opt, params, ref_opt, ref)
 
 

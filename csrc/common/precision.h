@@ -138,6 +138,14 @@ inline ResolvedPrecision resolve_precision(const char* op, at::TensorList params
   r.state = has_state ? state[0].scalar_type() : (r.master == Master::kNone ? p : at::kFloat);
   at::ScalarType g = !grads.empty() && grads[0].defined() ? grads[0].scalar_type() : p;
   if (!(g == at::kFloat || g == at::kDouble || g == at::kHalf || g == at::kBFloat16)) g = p;  // TensorLists refuses it
+  for (const at::Tensor& t : grads) {
+    // Gradients of several dtypes are converted to one: the compute type, which holds every float grad exactly
+    // (the first one's dtype could be narrower and would round the others).
+    if (t.defined() && t.scalar_type() != g) {
+      g = p == at::kDouble ? at::kDouble : at::kFloat;
+      break;
+    }
+  }
   const PrecisionChoice choice = choose_precision(op, p, g, r.state, r.master);
   r.index = choice.index;
   r.grad = choice.grad;
