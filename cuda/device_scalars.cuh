@@ -78,7 +78,11 @@ inline void advance_steps(at::TensorList steps) {
 }
 inline void undo_skipped_steps(at::TensorList steps, const DeviceScalars& scalars,
                                const std::optional<at::Tensor>& found_inf) {
-  if (scalars.found_inf != nullptr) at::_foreach_add_(steps, *found_inf, -1.0);
+  if (scalars.found_inf == nullptr || steps.empty()) return;
+  // Take back exactly one: the kernels skip on any non-zero flag, but GradScaler sums its per-device flags (2.0
+  // when two devices overflowed) and a NaN flag would poison the counters. The foreach op wants a 0-dim tensor.
+  const at::Tensor skipped = found_inf->ne(0).to(steps[0].scalar_type()).reshape({});
+  at::_foreach_add_(steps, skipped, -1.0);
 }
 
 }  // namespace fused_optim::cuda

@@ -1,6 +1,7 @@
 // CUDA bindings and kernels of LAMB's two passes (csrc/rules/lamb.h): lamb_norms sums each tensor's squared norms
 // (block sums, then one atomic add per block and norm), lamb_ performs the step with the trust ratio. No host
-// synchronisation: the norms stay on the device.
+// synchronisation: the norms stay on the device. The atomic adds are in float64 whatever the compute type, so the
+// order in which blocks finish does not show in a float32 result (float32 atomics would make runs differ).
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -24,7 +25,7 @@ struct LambNormsFunctor {
   DeviceScalars scalars;
   Dtypes<kLists> dtypes;
   Master master;
-  acc_t* sq_norms;  // (n, 2), zeroed
+  double* sq_norms;  // (n, 2), zeroed
 
   __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
     const double step = scalars.next_step(meta.addresses[kDepth - 1][r.tensor]);  // lamb_ advances it
@@ -39,11 +40,13 @@ struct LambNormsFunctor {
       param_sq += x[0] * x[0];
       dir_sq += u * u;
     });
-    block_sum2(param_sq, dir_sq);
+    double block_param_sq = param_sq;
+    double block_dir_sq = dir_sq;
+    block_sum2(block_param_sq, block_dir_sq);
     if (threadIdx.x == 0) {
-      acc_t* out = sq_norms + 2 * static_cast<int64_t>(meta.tensor_index[r.tensor]);
-      atomicAdd(out, param_sq);
-      atomicAdd(out + 1, dir_sq);
+      double* out = sq_norms + 2 * static_cast<int64_t>(meta.tensor_index[r.tensor]);
+      atomicAdd(out, block_param_sq);
+      atomicAdd(out + 1, block_dir_sq);
     }
   }
 };
@@ -93,8 +96,7 @@ at::Tensor lamb_norms(at::TensorList params, at::TensorList grads, at::TensorLis
   const int64_t n = static_cast<int64_t>(a.lists.size());
   if (n == 0) return at::zeros({0, 2}, at::TensorOptions().dtype(at::kFloat));
   const c10::cuda::CUDAGuard guard(a.lists.device());
-  at::Tensor sq_norms =
-      at::zeros({n, 2}, at::TensorOptions().dtype(lamb_norm_dtype(a.lists.dtype())).device(a.lists.device()));
+  at::Tensor sums = at::zeros({n, 2}, at::TensorOptions().dtype(at::kDouble).device(a.lists.device()));
   const DeviceScalars scalars =
       DeviceScalars::of(op, a.scalars, std::nullopt, grad_scale, std::nullopt).with_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
@@ -103,10 +105,10 @@ at::Tensor lamb_norms(at::TensorList params, at::TensorList grads, at::TensorLis
     using F = LambNormsFunctor<acc_t, kMaster>;
     launch_lamb<kMaster>(a, state_steps,
                          F{a.hyper, scalars, dtypes_of<F::kLists>(a.precision, a.lists.dtype()), a.precision.master,
-                           sq_norms.data_ptr<acc_t>()});
+                           sums.data_ptr<double>()});
   });
   a.lists.finish();
-  return sq_norms;
+  return sums.to(lamb_norm_dtype(a.lists.dtype()));
 }
 
 void lamb_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,

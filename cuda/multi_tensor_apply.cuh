@@ -19,6 +19,7 @@ __global__ void __launch_bounds__(kThreads) multi_tensor_kernel(const TensorList
 // `address(i, d)` is the pointer of tensor i in list d (the functor knows what each list holds).
 template <int DEPTH, typename Numel, typename Address, typename Functor>
 void multi_tensor_apply(int64_t n, Numel&& numel, Address&& address, const Functor& functor) {
+  static_assert(sizeof(TensorListMeta<DEPTH>) + sizeof(Functor) <= 4096, "kernel arguments exceed 4 KB");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   plan_launches<DEPTH>(n, numel, address, [&](const TensorListMeta<DEPTH>& meta, int blocks) {
     multi_tensor_kernel<DEPTH><<<blocks, kThreads, 0, stream>>>(meta, functor);
@@ -35,49 +36,6 @@ struct alignas(sizeof(T) * kVec) Pack {
 template <int kVec, typename T>
 __device__ inline bool is_aligned(const T* p) {
   return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kVec) == 0;
-}
-
-}  // namespace fused_optim::cuda
-
-namespace fused_optim::cuda {
-
-// Runs f(x) over a block's elements of N arrays of T, where x holds one element of each array in the compute type
-// acc_t: kVec elements at a time with vector loads when every array is aligned for them, then one at a time.
-// Arrays whose bit is set in kReadOnly (the gradient) are never stored.
-template <typename T, typename acc_t, int N, uint32_t kReadOnly, int kVec, typename F>
-__device__ inline void apply_elementwise(T* const (&ptr)[N], const BlockRange& r, F&& f) {
-  bool aligned = true;
-#pragma unroll
-  for (int d = 0; d < N; ++d) aligned = aligned && is_aligned<kVec>(ptr[d]);
-  for_each_in_block<kVec>(r, aligned, threadIdx.x, blockDim.x, [&](int64_t i, int count) {
-    if (count == kVec) {
-      Pack<T, kVec> in[N];
-#pragma unroll
-      for (int d = 0; d < N; ++d) in[d] = *reinterpret_cast<const Pack<T, kVec>*>(ptr[d] + i);
-#pragma unroll
-      for (int k = 0; k < kVec; ++k) {
-        acc_t x[N];
-#pragma unroll
-        for (int d = 0; d < N; ++d) x[d] = static_cast<acc_t>(in[d].v[k]);
-        f(x);
-#pragma unroll
-        for (int d = 0; d < N; ++d) in[d].v[k] = static_cast<T>(x[d]);
-      }
-#pragma unroll
-      for (int d = 0; d < N; ++d) {
-        if (!(kReadOnly & (1u << d))) *reinterpret_cast<Pack<T, kVec>*>(ptr[d] + i) = in[d];
-      }
-    } else {
-      acc_t x[N];
-#pragma unroll
-      for (int d = 0; d < N; ++d) x[d] = static_cast<acc_t>(ptr[d][i]);
-      f(x);
-#pragma unroll
-      for (int d = 0; d < N; ++d) {
-        if (!(kReadOnly & (1u << d))) ptr[d][i] = static_cast<T>(x[d]);
-      }
-    }
-  });
 }
 
 }  // namespace fused_optim::cuda

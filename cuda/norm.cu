@@ -1,8 +1,12 @@
 // CUDA binding and kernel of fused_optim::grad_norm: block sums (or maxima) of all tensors' elements, one atomic
-// per block, then a square root in place. No host synchronisation.
+// per block, then a square root in place. No host synchronisation. Sums are added across blocks in float64, so the
+// order in which blocks finish does not show in a float32 norm (float32 atomics would make runs differ); maxima
+// are exact in any order.
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
+
+#include <type_traits>
 
 #include "../csrc/common/norm_args.h"
 #include "typed_io.cuh"
@@ -22,15 +26,16 @@ __device__ inline void atomic_max_nonneg(double* address, double v) {
 
 template <typename acc_t, bool kInf>
 struct NormFunctor {
+  using out_t = std::conditional_t<kInf, acc_t, double>;
   Dtypes<1> dtypes;
-  acc_t* out;
+  out_t* out;
 
   __device__ void operator()(const TensorListMeta<1>& meta, const BlockRange& r) const {
     void* ptr[1] = {meta.addresses[0][r.tensor]};
     acc_t value = 0;
     apply_typed<acc_t, 1, 0b1, kVec>(ptr, dtypes.d, MasterRef{}, r, [&](acc_t(&x)[1]) {
       if constexpr (kInf) {
-        const acc_t a = x[0] < 0 ? -x[0] : x[0];
+        const acc_t a = ::fabs(x[0]);  // clears the sign of a NaN too: a negative NaN would lose the atomicMax
         value = (a != a || a > value) ? a : value;  // NaN-propagating, like torch's norm
       } else {
         value += x[0] * x[0];
@@ -40,9 +45,10 @@ struct NormFunctor {
       // A block-wide max through the shared sum helper is not available; one atomic per thread with a value.
       if (value != acc_t(0)) atomic_max_nonneg(out, value);
     } else {
-      acc_t unused = 0;
-      block_sum2(value, unused);
-      if (threadIdx.x == 0) atomicAdd(out, value);
+      double sum = value;
+      double unused = 0;
+      block_sum2(sum, unused);
+      if (threadIdx.x == 0) atomicAdd(out, sum);
     }
   }
 };
@@ -51,7 +57,9 @@ at::Tensor grad_norm(at::TensorList tensors, double norm_type) {
   NormArgs a = prepare_norm(tensors, norm_type);
   if (a.lists.size() == 0) return at::zeros({}, at::TensorOptions().dtype(at::kFloat));
   const c10::cuda::CUDAGuard guard(a.lists.device());
-  at::Tensor out = at::zeros({}, at::TensorOptions().dtype(norm_dtype(a.lists)).device(a.lists.device()));
+  const at::ScalarType result_dtype = norm_dtype(a.lists);
+  at::Tensor out =
+      at::zeros({}, at::TensorOptions().dtype(a.inf ? result_dtype : at::kDouble).device(a.lists.device()));
   Dtypes<1> dtypes;
   dtypes.d[0] = dtype_code(a.lists.dtype());
   const auto launch = [&](auto functor) {
@@ -59,15 +67,15 @@ at::Tensor grad_norm(at::TensorList tensors, double norm_type) {
         static_cast<int64_t>(a.lists.size()), [&](int64_t i) { return a.lists.numel(i); },
         [&](int64_t i, int) -> void* { return a.lists.ptr(0, i); }, functor);
   };
-  if (norm_dtype(a.lists) == at::kDouble) {
+  if (result_dtype == at::kDouble) {
     a.inf ? launch(NormFunctor<double, true>{dtypes, out.data_ptr<double>()})
           : launch(NormFunctor<double, false>{dtypes, out.data_ptr<double>()});
   } else {
     a.inf ? launch(NormFunctor<float, true>{dtypes, out.data_ptr<float>()})
-          : launch(NormFunctor<float, false>{dtypes, out.data_ptr<float>()});
+          : launch(NormFunctor<float, false>{dtypes, out.data_ptr<double>()});
   }
-  if (!a.inf) out.sqrt_();
-  return out;
+  if (a.inf) return out;
+  return out.sqrt_().to(result_dtype);
 }
 
 }  // namespace

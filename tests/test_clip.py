@@ -43,6 +43,19 @@ def test_grad_norm_propagates_nan_and_inf(norm_type, device):
     assert torch.ops.fused_optim.grad_norm(grads, norm_type).isinf()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+def test_grad_norm_propagates_a_nan_with_its_sign_bit_set(dtype, device):
+    """A NaN that went through a negation in backward has its sign bit set; the inf-norm's max must still see it."""
+    grads = [p.grad for p in with_grads([(100,), (50_000,)], dtype, device)]
+    bits = {8: torch.int64, 4: torch.int32, 2: torch.int16}[grads[1].element_size()]
+    negative_nan = torch.tensor(-1, dtype=bits).view(dtype)  # all bits set: a NaN with the sign bit
+    assert negative_nan.isnan() and negative_nan.view(bits) < 0
+    grads[1][777] = negative_nan.to(device)
+    assert grads[1][777:778].view(bits).item() == -1, "the assignment lost the sign bit"
+    for norm_type in (math.inf, 2.0):
+        assert torch.ops.fused_optim.grad_norm(grads, norm_type).isnan(), norm_type
+
+
 def test_grad_norm_op_checks():
     with pytest.raises(RuntimeError, match="norm_type must be 2 or inf"):
         torch.ops.fused_optim.grad_norm([torch.ones(3)], 1.0)
