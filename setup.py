@@ -44,6 +44,6 @@ setup(
     ext_modules=[ext],
     cmdclass={"build_ext": BuildExtension},
     python_requires=">=3.10",
-    install_requires=["torch>=2.4"],
+    install_requires=["torch>=2.11"],  # the oldest tested (README)
     extras_require={"plot": ["matplotlib"], "test": ["pytest", "hypothesis", "numpy"]},
 )

@@ -26,7 +26,8 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
     """The ``norm_type`` norm (2 or inf) of all elements of ``grads`` together, as a 0-dim float32 tensor (float64
     if any gradient is float64) on the first gradient's device. One fused pass per (device, dtype); no host sync.
     DTensor gradients count whole: the norms of their local shards are all-reduced over the mesh dimensions that
-    shard them (one all-reduce per mesh dimension), so every rank gets the same global norm.
+    shard them (one all-reduce per mesh dimension), so every rank gets the same global norm. Sparse gradients
+    count by their (coalesced) values.
     """
     grads = [grads] if isinstance(grads, Tensor) else [g for g in grads if g is not None]  # not its rows
     if not grads:
@@ -37,8 +38,8 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
         raise ValueError(f"total_norm: norm_type must be 2 or inf, got {norm_type}")
     groups: dict[tuple[Any, ...], list[Tensor]] = {}
     for g in grads:
-        if g.layout != torch.strided:
-            raise _SparseGradients("total_norm: sparse gradients are not supported; use torch.nn.utils.clip_grad_norm_")
+        if g.layout != torch.strided:  # its norm is its values' norm, once duplicate COO indices are summed
+            g = (g.coalesce() if g.layout == torch.sparse_coo else g).values()
         shards: tuple[Any, ...] = ()
         if isinstance(g, DTensor):
             shards = (g.device_mesh, tuple(d for d, pl in enumerate(g.placements) if pl.is_shard()))
@@ -55,10 +56,6 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
             norm = norm if is_inf else norm.sqrt()
         norms.append(norm)
     return combine_norms(norms, norm_type)
-
-
-class _SparseGradients(RuntimeError):
-    """A sparse gradient, found before any norm was computed (clip_grad_norm_ hands those to torch)."""
 
 
 def combine_norms(norms: list[Tensor], norm_type: float = 2.0) -> Tensor:
@@ -111,10 +108,7 @@ def clip_grad_norm_(
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return torch.tensor(0.0)
-    try:
-        norm = total_norm(grads, norm_type)
-    except _SparseGradients:  # torch clips sparse gradients too; nothing was computed or changed yet
-        return torch.nn.utils.clip_grad_norm_(parameters, max_norm, norm_type, error_if_nonfinite, foreach)
+    norm = total_norm(grads, norm_type)
     if error_if_nonfinite and bool(torch.logical_or(norm.isnan(), norm.isinf())):
         raise RuntimeError(
             f"The total norm of order {float(norm_type)} for gradients from `parameters` is non-finite, so it cannot "
@@ -124,7 +118,10 @@ def clip_grad_norm_(
     coef = clip_coefficient(norm, max_norm)
     groups: dict[torch.device, list[Tensor]] = {}
     for g in grads:
-        groups.setdefault(g.device, []).append(local(g))  # a DTensor's shard scales in place
+        if g.layout != torch.strided:  # not every torch's foreach ops take sparse tensors
+            g.mul_(coef.to(g.device))
+        else:
+            groups.setdefault(g.device, []).append(local(g))  # a DTensor's shard scales in place
     for device, group in groups.items():
         torch._foreach_mul_(group, coef.to(device))
     return norm

@@ -154,7 +154,7 @@ class FusedOptimizer(Optimizer):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive, got {max_grad_norm}")
         super().__init__(params, defaults)
-        self._plans: dict[int, _GroupPlan] = {}
+        self._plans: dict[int | None, _GroupPlan] = {}  # _group_key(group) -> its cached plan
         self._lr_cache: dict[int, tuple[float, Tensor]] = {}  # id(group) -> (float lr, that lr as a tensor)
         #: Clip all gradients to this global 2-norm (None: no clipping), see ``step``.
         self.max_grad_norm = max_grad_norm
@@ -389,7 +389,7 @@ class FusedOptimizer(Optimizer):
         """The group's gradients: a list with None where a param has none or, in the steady state (every param has
         one and the cached plan covers the whole group), the plan's ``_C.TensorList`` of them, collected in one C++
         pass instead of one Python attribute read per param."""
-        plan = self._plans.get(id(group))
+        plan = self._plans.get(_group_key(group))
         if plan is not None and plan.reads_grads_in_cpp and not torch.compiler.is_compiling():
             grads = plan.buckets[0].lists("params")[0].grads()
             if grads is not None:
@@ -449,15 +449,15 @@ class FusedOptimizer(Optimizer):
         # Options that change which state tensors the op takes (amsgrad, momentum, masters) also rebuild the plan.
         options = (self._state_keys(group), group.get("master_weights", False))
         key = (options, () if all(has_grad) else tuple(has_grad))
-        plan = self._plans.get(id(group))
+        plan = self._plans.get(_group_key(group))
         if plan is None or plan.key != key:
             plan = _GroupPlan(key, self._build_buckets(group, all_grads))
-            self._plans[id(group)] = plan
+            self._plans[_group_key(group)] = plan
         if torch.compiler.is_compiling():  # a compiled step would guard on (and recompile for) the countdown
             return plan
         plan.steps_until_check -= 1
         if plan.steps_until_check < 0 and self._widen_step_counters(group, plan):
-            plan = self._plans[id(group)] = _GroupPlan(key, self._build_buckets(group, all_grads))
+            plan = self._plans[_group_key(group)] = _GroupPlan(key, self._build_buckets(group, all_grads))
             plan.steps_until_check = _STEP_CHECK_EVERY
         return plan
 
@@ -569,6 +569,13 @@ def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
             view.copy_(t)
             m[key] = view
             offset += t.numel()
+
+
+def _group_key(group: dict[str, Any]) -> int | None:
+    """A param group's key in the plan cache: the id of its first param (a param belongs to one group only). Not
+    id(group): torch.compile before torch 2.14 cannot trace id() of a dict, only of a tensor."""
+    params = group["params"]
+    return id(params[0]) if params else None
 
 
 def _is_dense(t: Tensor) -> bool:
