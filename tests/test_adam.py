@@ -140,6 +140,19 @@ def test_many_small_tensors_one_parallel_region(device):
     assert_params_close(ours_p, ref_p, torch.float32)
 
 
+@pytest.mark.cuda
+def test_cuda_a_tensor_longer_than_one_launch_matches_torch():
+    """One tensor of more chunks than a launch has blocks (320 of 65536 elements) continues in a second launch,
+    with a misaligned view (odd storage offset: the scalar path) and small tensors beside it."""
+    big = 320 * 65536 + 1000 + 3
+    ours_p = [*make_params([(big,), (65536 + 3,)], torch.float32, "cuda"), torch.randn(34, device="cuda")[1:]]
+    ref_p = [p.clone() for p in ours_p]
+    grads = grad_stream(ours_p, 2)
+    run(fused_optim.AdamW(ours_p, lr=0.01, amsgrad=True), ours_p, grads)
+    run(torch.optim.AdamW(ref_p, lr=0.01, amsgrad=True, foreach=False), ref_p, grads)
+    assert_params_close(ours_p, ref_p, torch.float32)
+
+
 def test_param_groups_and_tensor_lr(device):
     ours_p = make_params([(10,), (20, 3), (5,)], torch.float32, device)
     ref_p = [p.clone() for p in ours_p]
