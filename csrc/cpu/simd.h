@@ -143,6 +143,18 @@ struct SplitMaster {
     hi = Vectorized<float>::loadu(f + Vectorized<float>::size());
   }
   C10_ALWAYS_INLINE void store(int64_t i, const Vectorized<float>& lo, const Vectorized<float>& hi) const {
+#if defined(CPU_CAPABILITY_AVX2)
+    // GCC turns the loop below into one lane extract per element for AVX2 (the split master then ran 1.65x
+    // slower than a full fp32 master); two packs do it in registers. packus cannot saturate: inputs are <= 0xffff.
+    const __m256i a = _mm256_castps_si256(lo);
+    const __m256i b = _mm256_castps_si256(hi);
+    const __m256i mask = _mm256_set1_epi32(0xffff);
+    // packus interleaves the 128-bit lanes of its two inputs; the permute puts the 64-bit quarters back in order.
+    const __m256i high = _mm256_packus_epi32(_mm256_srli_epi32(a, 16), _mm256_srli_epi32(b, 16));
+    const __m256i low_bits = _mm256_packus_epi32(_mm256_and_si256(a, mask), _mm256_and_si256(b, mask));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(param + i), _mm256_permute4x64_epi64(high, 0xD8));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(low + i), _mm256_permute4x64_epi64(low_bits, 0xD8));
+#else
     constexpr int64_t kBlock = 2 * Vectorized<float>::size();
     alignas(64) uint32_t bits[kBlock];
     lo.store(bits);
@@ -153,6 +165,7 @@ struct SplitMaster {
       h[k] = static_cast<uint16_t>(bits[k] >> 16);
       l[k] = static_cast<uint16_t>(bits[k] & 0xffffu);
     }
+#endif
   }
   C10_ALWAYS_INLINE float get(int64_t i) const {
     return join(reinterpret_cast<const uint16_t*>(param)[i], reinterpret_cast<const uint16_t*>(low)[i]);
