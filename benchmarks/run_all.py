@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("run_all: --device cuda, but no CUDA GPU is visible")
+    source = commit()  # before the suite writes its charts, which would read as uncommitted changes
     outputs: dict[str, str] = {}
     env_path = os.pathsep.join(filter(None, [str(ROOT / "python"), os.environ.get("PYTHONPATH")]))
     out = Path(args.out).resolve()
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     today = datetime.date.today().isoformat()
     head = (
         f"## {today}: {args.device.upper()}, {machine(args.device)}, torch {torch.__version__}, "
-        f"fused_optim {fused_optim.__version__} (commit {commit()})"
+        f"fused_optim {fused_optim.__version__} (commit {source})"
     )
     parts = [
         head,
