@@ -1,7 +1,8 @@
 // CUDA bindings and kernels of LAMB's two passes (csrc/rules/lamb.h): lamb_norms sums each tensor's squared norms
 // (block sums, then one atomic add per block and norm), lamb_ performs the step with the trust ratio. No host
-// synchronisation: the norms stay on the device. The atomic adds are in float64 whatever the compute type, so the
-// order in which blocks finish does not show in a float32 result (float32 atomics would make runs differ).
+// synchronisation: the norms stay on the device. The atomic adds are in float64 whatever the compute type: the
+// order in which blocks finish then moves only the last bits of a float64 sum, far below a float32 norm's rounding
+// (float32 atomics made the trust ratios differ from run to run).
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>

@@ -1,7 +1,7 @@
 // CUDA binding and kernel of fused_optim::grad_norm: block sums (or maxima) of all tensors' elements, one atomic
-// per block, then a square root in place. No host synchronisation. Sums are added across blocks in float64, so the
-// order in which blocks finish does not show in a float32 norm (float32 atomics would make runs differ); maxima
-// are exact in any order.
+// per block, then a square root in place. No host synchronisation. Sums are added across blocks in float64: the
+// order in which blocks finish then moves only the last bits of a float64 sum, far below a float32 norm's rounding
+// (float32 atomics made the norm itself differ from run to run). Maxima are exact in any order.
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
