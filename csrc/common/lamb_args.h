@@ -60,7 +60,7 @@ inline LambArgs prepare_lamb(const char* op, bool mutates, at::TensorList params
 }
 
 inline at::ScalarType lamb_norm_dtype(at::ScalarType param_dtype) {
-  return param_dtype == at::kDouble ? at::kDouble : at::kFloat;
+  return compute_dtype(param_dtype);
 }
 
 inline void check_sq_norms(const char* op, const TensorLists& lists, const at::Tensor& sq_norms) {

@@ -80,6 +80,12 @@ struct PrecisionChoice {
   at::ScalarType grad;
 };
 
+// The dtype kernels compute in for a param dtype: float64 for float64 params, else float32. It holds every float
+// gradient exactly, so gradients of another or of mixed dtypes are converted to it.
+inline at::ScalarType compute_dtype(at::ScalarType param) {
+  return param == at::kDouble ? at::kDouble : at::kFloat;
+}
+
 inline int find_precision(at::ScalarType param, at::ScalarType grad, at::ScalarType state, Master master) {
   for (int i = 0; i < kNumPrecisions; ++i) {
     const Precision& p = kPrecisions[i];
@@ -92,7 +98,7 @@ inline PrecisionChoice choose_precision(const char* op, at::ScalarType param, at
                                         Master master) {
   int i = find_precision(param, grad, state, master);
   if (i >= 0) return {i, grad};
-  const at::ScalarType wide = param == at::kDouble ? at::kDouble : at::kFloat;  // exact for every float grad
+  const at::ScalarType wide = compute_dtype(param);
   i = find_precision(param, wide, state, master);
   if (i >= 0) return {i, wide};
   std::string supported;
@@ -139,10 +145,9 @@ inline ResolvedPrecision resolve_precision(const char* op, at::TensorList params
   at::ScalarType g = !grads.empty() && grads[0].defined() ? grads[0].scalar_type() : p;
   if (!(g == at::kFloat || g == at::kDouble || g == at::kHalf || g == at::kBFloat16)) g = p;  // TensorLists refuses it
   for (const at::Tensor& t : grads) {
-    // Gradients of several dtypes are converted to one: the compute type, which holds every float grad exactly
-    // (the first one's dtype could be narrower and would round the others).
+    // Gradients of several dtypes go to the compute dtype: the first one's could be narrower and round the others.
     if (t.defined() && t.scalar_type() != g) {
-      g = p == at::kDouble ? at::kDouble : at::kFloat;
+      g = compute_dtype(p);
       break;
     }
   }

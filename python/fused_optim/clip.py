@@ -118,7 +118,7 @@ def clip_grad_norm_(
     coef = clip_coefficient(norm, max_norm)
     groups: dict[torch.device, list[Tensor]] = {}
     for g in grads:
-        if g.layout != torch.strided:  # not every torch's foreach ops take sparse tensors
+        if g.layout != torch.strided:  # torch 2.11's foreach ops refuse sparse tensors
             g.mul_(coef.to(g.device))
         else:
             groups.setdefault(g.device, []).append(local(g))  # a DTensor's shard scales in place

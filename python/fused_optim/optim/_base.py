@@ -449,15 +449,16 @@ class FusedOptimizer(Optimizer):
         # Options that change which state tensors the op takes (amsgrad, momentum, masters) also rebuild the plan.
         options = (self._state_keys(group), group.get("master_weights", False))
         key = (options, () if all(has_grad) else tuple(has_grad))
-        plan = self._plans.get(_group_key(group))
+        cache_key = _group_key(group)
+        plan = self._plans.get(cache_key)
         if plan is None or plan.key != key:
             plan = _GroupPlan(key, self._build_buckets(group, all_grads))
-            self._plans[_group_key(group)] = plan
+            self._plans[cache_key] = plan
         if torch.compiler.is_compiling():  # a compiled step would guard on (and recompile for) the countdown
             return plan
         plan.steps_until_check -= 1
         if plan.steps_until_check < 0 and self._widen_step_counters(group, plan):
-            plan = self._plans[_group_key(group)] = _GroupPlan(key, self._build_buckets(group, all_grads))
+            plan = self._plans[cache_key] = _GroupPlan(key, self._build_buckets(group, all_grads))
             plan.steps_until_check = _STEP_CHECK_EVERY
         return plan
 
