@@ -277,9 +277,11 @@ C10_ALWAYS_INLINE void static_for(F&& f, std::index_sequence<I...>) {
 // Runs body(x) over elements [begin, end) of the streams, where x is a std::array with one compute value per
 // stream: SIMD vectors for whole blocks, then scalars for the tail (the same scalar instantiation of the rule the
 // CUDA kernels compile, which keeps it tested here). Streams whose bit is set in kReadOnly are never stored. Blocks
-// use the EvenOdd layout when every stream can.
+// use the EvenOdd layout when every stream can. The streams come by value: through a reference the compiler could
+// not rule out that the loop's stores move the arrays, and reloaded every pointer after every store (Lion with a
+// split master, 25 M params: 12.3 -> 10.8 ms).
 template <uint32_t kReadOnly, typename... Streams, typename Body>
-C10_ALWAYS_INLINE void for_each_block(const std::tuple<Streams...>& streams, int64_t begin, int64_t end, Body&& body) {
+C10_ALWAYS_INLINE void for_each_block(std::tuple<Streams...> streams, int64_t begin, int64_t end, Body&& body) {
   constexpr size_t N = sizeof...(Streams);
   using acc_t = typename std::tuple_element_t<0, std::tuple<Streams...>>::acc_t;
   static_assert((std::is_same_v<typename Streams::acc_t, acc_t> && ...), "streams must share the compute type");
