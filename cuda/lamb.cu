@@ -109,7 +109,7 @@ at::Tensor lamb_norms(at::TensorList params, at::TensorList grads, at::TensorLis
                            sums.data_ptr<double>()});
   });
   a.lists.finish();
-  return sums.to(lamb_norm_dtype(a.lists.dtype()));
+  return sums.to(compute_dtype(a.lists.dtype()));
 }
 
 void lamb_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs, at::TensorList exp_avg_sqs,

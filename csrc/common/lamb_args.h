@@ -59,13 +59,9 @@ inline LambArgs prepare_lamb(const char* op, bool mutates, at::TensorList params
   return a;
 }
 
-inline at::ScalarType lamb_norm_dtype(at::ScalarType param_dtype) {
-  return compute_dtype(param_dtype);
-}
-
 inline void check_sq_norms(const char* op, const TensorLists& lists, const at::Tensor& sq_norms) {
   const int64_t n = static_cast<int64_t>(lists.size());
-  const at::ScalarType dtype = lamb_norm_dtype(n ? lists.dtype() : at::kFloat);
+  const at::ScalarType dtype = compute_dtype(n ? lists.dtype() : at::kFloat);
   TORCH_CHECK(sq_norms.defined() && sq_norms.dim() == 2 && sq_norms.size(0) == n && sq_norms.size(1) == 2 &&
                   sq_norms.is_contiguous() && sq_norms.scalar_type() == dtype,
               op, ": sq_norms must be a contiguous ", dtype, " tensor of shape (", n,

@@ -18,7 +18,7 @@ at::Tensor lamb_norms(at::TensorList params, at::TensorList grads, at::TensorLis
                             state_steps, std::nullopt, beta1, beta2, eps, weight_decay, bias_correction, maximize,
                             grad_scale, std::nullopt, master_params);
   const int64_t n = static_cast<int64_t>(a.lists.size());
-  const at::ScalarType dtype = lamb_norm_dtype(n ? a.lists.dtype() : at::kFloat);
+  const at::ScalarType dtype = compute_dtype(n ? a.lists.dtype() : at::kFloat);
   at::Tensor sq_norms = at::zeros({n, 2}, at::TensorOptions().dtype(dtype));
   if (n == 0) return sq_norms;
 

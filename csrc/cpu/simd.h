@@ -93,7 +93,6 @@ struct EvenOdd {};  // lo: the block's even elements, hi: its odd ones
 // 128-bit lanes. All-bf16 AdamW is compute-bound on AVX2; on 25 M params (Zen 2, 2 threads) this layout took it
 // from 0.60 to 0.43 ns per element. Only loops whose arrays are all bf16 can use it: an fp32 array would need the
 // shuffles back.
-constexpr bool kHasEvenOdd = true;
 struct Bf16EvenOdd {
   static C10_ALWAYS_INLINE __m256i bits(const Vectorized<float>& v) { return _mm256_castps_si256(v); }
   static C10_ALWAYS_INLINE Vectorized<float> floats(__m256i x) { return _mm256_castsi256_ps(x); }
@@ -135,20 +134,17 @@ struct Bf16EvenOdd {
     store16(low, _mm256_blend_epi16(bits(even), _mm256_slli_epi32(bits(odd), 16), 0xAA));
   }
 };
-#else
-constexpr bool kHasEvenOdd = false;
 #endif
 
 // The arrays a kernel streams through, one "stream" each. A stream moves a block of kBlock elements between
 // memory and two compute vectors (load/store, in a Layout) and a single element for the tails (get/set). Streams
 // of different storage types mix freely in one loop as long as they share the compute type (float, or double for
-// float64); kEvenOdd says whether a stream can use the EvenOdd layout.
+// float64); a stream that has EvenOdd overloads can use that layout.
 
 // An array of T.
 template <typename T>
 struct Plain {
   using acc_t = at::opmath_type<T>;
-  static constexpr bool kEvenOdd = kHasEvenOdd && std::is_same_v<T, c10::BFloat16>;
   T* p;
   C10_ALWAYS_INLINE void load(int64_t i, Vectorized<acc_t>& lo, Vectorized<acc_t>& hi, Natural) const {
     Io<T>::load(p + i, lo, hi);
@@ -157,10 +153,14 @@ struct Plain {
     Io<T>::store(p + i, lo, hi);
   }
 #if defined(CPU_CAPABILITY_AVX2)
-  C10_ALWAYS_INLINE void load(int64_t i, Vectorized<acc_t>& lo, Vectorized<acc_t>& hi, EvenOdd) const {
+  C10_ALWAYS_INLINE void load(int64_t i, Vectorized<acc_t>& lo, Vectorized<acc_t>& hi, EvenOdd) const
+    requires std::is_same_v<T, c10::BFloat16>
+  {
     Bf16EvenOdd::load(p + i, lo, hi);
   }
-  C10_ALWAYS_INLINE void store(int64_t i, const Vectorized<acc_t>& lo, const Vectorized<acc_t>& hi, EvenOdd) const {
+  C10_ALWAYS_INLINE void store(int64_t i, const Vectorized<acc_t>& lo, const Vectorized<acc_t>& hi, EvenOdd) const
+    requires std::is_same_v<T, c10::BFloat16>
+  {
     Bf16EvenOdd::store(p + i, lo, hi);
   }
 #endif
@@ -173,7 +173,6 @@ struct Plain {
 template <typename P>
 struct WithMaster {
   using acc_t = float;
-  static constexpr bool kEvenOdd = false;
   P* param;
   float* master;
   C10_ALWAYS_INLINE void load(int64_t i, Vectorized<float>& lo, Vectorized<float>& hi, Natural) const {
@@ -194,7 +193,6 @@ struct WithMaster {
 // joined on load and split on store, so the master is exact and the parameter is the master truncated to bf16.
 struct SplitMaster {
   using acc_t = float;
-  static constexpr bool kEvenOdd = kHasEvenOdd;
   c10::BFloat16* param;
   int16_t* low;
   static C10_ALWAYS_INLINE float join(uint16_t high, uint16_t low_bits) {
@@ -280,6 +278,14 @@ C10_ALWAYS_INLINE void static_for(F&& f, std::index_sequence<I...>) {
 // use the EvenOdd layout when every stream can. The streams come by value: through a reference the compiler could
 // not rule out that the loop's stores move the arrays, and reloaded every pointer after every store (Lion with a
 // split master, 25 M params: 12.3 -> 10.8 ms).
+// A stream can join an EvenOdd loop when it has overloads for that layout.
+template <typename S>
+concept HasEvenOdd = requires(const S& s, Vectorized<typename S::acc_t>& v) { s.load(0, v, v, EvenOdd{}); };
+#if defined(CPU_CAPABILITY_AVX2)
+static_assert(HasEvenOdd<Plain<c10::BFloat16>> && HasEvenOdd<SplitMaster> && !HasEvenOdd<Plain<float>> &&
+              !HasEvenOdd<WithMaster<c10::BFloat16>>);
+#endif
+
 template <uint32_t kReadOnly, typename... Streams, typename Body>
 C10_ALWAYS_INLINE void for_each_block(std::tuple<Streams...> streams, int64_t begin, int64_t end, Body&& body) {
   constexpr size_t N = sizeof...(Streams);
@@ -287,7 +293,7 @@ C10_ALWAYS_INLINE void for_each_block(std::tuple<Streams...> streams, int64_t be
   static_assert((std::is_same_v<typename Streams::acc_t, acc_t> && ...), "streams must share the compute type");
   using Vec = Vectorized<acc_t>;
   constexpr int64_t kBlock = 2 * Vec::size();
-  using Layout = std::conditional_t<(Streams::kEvenOdd && ...), EvenOdd, Natural>;
+  using Layout = std::conditional_t<(HasEvenOdd<Streams> && ...), EvenOdd, Natural>;
   const auto each = [](auto&& f) { static_for(f, std::make_index_sequence<N>{}); };
   int64_t i = begin;
   for (; i + kBlock <= end; i += kBlock) {
