@@ -171,7 +171,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           case 4: return replay<4>(numels, aligned, check_threads);
           case 5: return replay<5>(numels, aligned, check_threads);
           case 6: return replay<6>(numels, aligned, check_threads);
-          default: TORCH_CHECK(false, "_replay_cuda_plan: depth must be 1..6, got ", depth);
+          case 7: return replay<7>(numels, aligned, check_threads);  // Adam with amsgrad and a master
+          default: TORCH_CHECK(false, "_replay_cuda_plan: depth must be 1..7, got ", depth);
         }
       },
       py::arg("numels"), py::arg("depth"), py::arg("aligned") = true, py::arg("check_threads") = true);

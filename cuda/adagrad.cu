@@ -43,8 +43,7 @@ void adagrad_(at::TensorList params, at::TensorList grads, at::TensorList state_
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;
-  const DeviceScalars scalars =
-      DeviceScalars::of("fused_optim.adagrad_", a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
+  const DeviceScalars scalars = DeviceScalars::of(a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
   advance_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using F = AdagradFunctor<decltype(acc), decltype(has_master)::value>;

@@ -64,8 +64,7 @@ void adam_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;  // a host flag: nothing to do
-  const DeviceScalars scalars =
-      DeviceScalars::of("fused_optim.adam_", a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
+  const DeviceScalars scalars = DeviceScalars::of(a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
   advance_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);

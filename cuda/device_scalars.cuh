@@ -8,48 +8,45 @@
 #include <optional>
 
 #include "../csrc/common/tensor_lists.h"
+#include "typed_io.cuh"
 
 namespace fused_optim::cuda {
 
-// A value that is either known on the host or one element of device memory (float32 or float64).
+// A value that is either known on the host or one element of device memory, of any floating dtype the CPU path
+// accepts too (a bf16 lr is as valid on the GPU as on the CPU).
 struct DeviceScalar {
   double host = 0.0;
-  const float* f32 = nullptr;
-  const double* f64 = nullptr;
+  const void* device = nullptr;
+  Dtype dtype = Dtype::kF32;
 
-  static DeviceScalar of(const char* op, const at::Tensor& t, std::optional<double> host_value) {
+  static DeviceScalar of(const at::Tensor& t, std::optional<double> host_value) {
     DeviceScalar s;
     if (host_value) {
       s.host = *host_value;
-    } else if (t.scalar_type() == at::kDouble) {
-      s.f64 = t.const_data_ptr<double>();
     } else {
-      TORCH_CHECK(t.scalar_type() == at::kFloat, op, ": a scalar on the device must be float32 or float64");
-      s.f32 = t.const_data_ptr<float>();
+      s.device = t.const_data_ptr();
+      s.dtype = dtype_code(t.scalar_type());
     }
     return s;
   }
-  __device__ bool on_device() const { return f32 != nullptr || f64 != nullptr; }
-  __device__ double get() const { return f32 ? double(*f32) : f64 ? *f64 : host; }
+  __device__ bool on_device() const { return device != nullptr; }
+  __device__ double get() const { return device ? load1<double>(device, dtype, 0) : host; }
 };
 
 struct DeviceScalars {
   DeviceScalar lr;
   DeviceScalar grad_scale;  // on the host: already the inverse; on the device: the scale itself
-  const float* found_inf = nullptr;
-  bool steps_f64 = false;  // the step counters are float64 (else float32), see check_steps
+  DeviceScalar found_inf;   // only ever on the device: a host flag is handled before any launch
+  bool steps_f64 = false;   // the step counters are float64 (else float32), see check_steps
 
   // lr is absent for an op that does not use it (LAMB's first pass).
-  static DeviceScalars of(const char* op, const ScalarArgs& host, const std::optional<at::Tensor>& lr,
+  static DeviceScalars of(const ScalarArgs& host, const std::optional<at::Tensor>& lr,
                           const std::optional<at::Tensor>& grad_scale, const std::optional<at::Tensor>& found_inf) {
     DeviceScalars s;
-    if (lr) s.lr = DeviceScalar::of(op, *lr, host.lr);
+    if (lr) s.lr = DeviceScalar::of(*lr, host.lr);
     s.grad_scale.host = host.inv_grad_scale.value_or(1.0);
-    if (grad_scale && !host.inv_grad_scale) s.grad_scale = DeviceScalar::of(op, *grad_scale, std::nullopt);
-    if (found_inf && !host.found_inf) {
-      TORCH_CHECK(found_inf->scalar_type() == at::kFloat, op, ": found_inf on the device must be float32");
-      s.found_inf = found_inf->const_data_ptr<float>();
-    }
+    if (grad_scale && !host.inv_grad_scale) s.grad_scale = DeviceScalar::of(*grad_scale, std::nullopt);
+    if (found_inf && !host.found_inf) s.found_inf = DeviceScalar::of(*found_inf, std::nullopt);
     return s;
   }
   DeviceScalars with_steps(at::TensorList steps) const {
@@ -66,7 +63,7 @@ struct DeviceScalars {
     const double next = step(counter) + 1.0;
     return steps_f64 ? next : double(static_cast<float>(next));
   }
-  __device__ bool skip() const { return found_inf != nullptr && *found_inf != 0.0f; }
+  __device__ bool skip() const { return found_inf.on_device() && found_inf.get() != 0.0; }
   __device__ double inv_grad_scale() const { return grad_scale.on_device() ? 1.0 / grad_scale.get() : grad_scale.host; }
 };
 
@@ -78,7 +75,7 @@ inline void advance_steps(at::TensorList steps) {
 }
 inline void undo_skipped_steps(at::TensorList steps, const DeviceScalars& scalars,
                                const std::optional<at::Tensor>& found_inf) {
-  if (scalars.found_inf == nullptr || steps.empty()) return;
+  if (!found_inf || scalars.found_inf.device == nullptr || steps.empty()) return;
   // Take back exactly one: the kernels skip on any non-zero flag, but GradScaler sums its per-device flags (2.0
   // when two devices overflowed) and a NaN flag would poison the counters. The foreach op wants a 0-dim tensor.
   const at::Tensor skipped = found_inf->ne(0).to(steps[0].scalar_type()).reshape({});

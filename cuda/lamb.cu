@@ -99,7 +99,7 @@ at::Tensor lamb_norms(at::TensorList params, at::TensorList grads, at::TensorLis
   const c10::cuda::CUDAGuard guard(a.lists.device());
   at::Tensor sums = at::zeros({n, 2}, at::TensorOptions().dtype(at::kDouble).device(a.lists.device()));
   const DeviceScalars scalars =
-      DeviceScalars::of(op, a.scalars, std::nullopt, grad_scale, std::nullopt).with_steps(state_steps);
+      DeviceScalars::of(a.scalars, std::nullopt, grad_scale, std::nullopt).with_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);
     constexpr bool kMaster = decltype(has_master)::value;
@@ -124,7 +124,7 @@ void lamb_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;
-  const DeviceScalars scalars = DeviceScalars::of(op, a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
+  const DeviceScalars scalars = DeviceScalars::of(a.scalars, lr, grad_scale, found_inf).with_steps(state_steps);
   advance_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);

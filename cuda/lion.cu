@@ -41,7 +41,7 @@ void lion_(at::TensorList params, at::TensorList grads, at::TensorList exp_avgs,
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;
-  const DeviceScalars scalars = DeviceScalars::of("fused_optim.lion_", a.scalars, lr, grad_scale, found_inf);
+  const DeviceScalars scalars = DeviceScalars::of(a.scalars, lr, grad_scale, found_inf);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using F = LionFunctor<decltype(acc), decltype(has_master)::value>;
     const Addresses<decltype(has_master)::value, F::kLists> address{

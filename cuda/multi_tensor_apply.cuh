@@ -42,31 +42,37 @@ __device__ inline bool is_aligned(const T* p) {
 
 namespace fused_optim::cuda {
 
-// Sums a and b over the threads of a block (blockDim.x a multiple of 32, at most 1024); the totals are valid in
-// thread 0. Every thread of the block must call it.
-template <typename T>
-__device__ inline void block_sum2(T& a, T& b) {
-  __shared__ T partial[2][32];
+// Reduces each of v[0..N) over the threads of a block with `combine` (associative, with `identity` as its neutral
+// element); the results are valid in thread 0. blockDim.x is a multiple of 32, at most 1024. Every thread of the
+// block must call it.
+template <int N, typename T, typename Combine>
+__device__ inline void block_reduce(T (&v)[N], T identity, Combine combine) {
+  __shared__ T partial[N][32];
   const int lane = threadIdx.x % 32;
   const int warp = threadIdx.x / 32;
-  for (int offset = 16; offset > 0; offset /= 2) {
-    a += __shfl_down_sync(0xffffffffu, a, offset);
-    b += __shfl_down_sync(0xffffffffu, b, offset);
-  }
-  if (lane == 0) {
-    partial[0][warp] = a;
-    partial[1][warp] = b;
+#pragma unroll
+  for (int k = 0; k < N; ++k) {
+    for (int offset = 16; offset > 0; offset /= 2) v[k] = combine(v[k], __shfl_down_sync(0xffffffffu, v[k], offset));
+    if (lane == 0) partial[k][warp] = v[k];
   }
   __syncthreads();
   if (warp == 0) {
     const bool live = lane < static_cast<int>(blockDim.x / 32);
-    a = live ? partial[0][lane] : T(0);
-    b = live ? partial[1][lane] : T(0);
-    for (int offset = 16; offset > 0; offset /= 2) {
-      a += __shfl_down_sync(0xffffffffu, a, offset);
-      b += __shfl_down_sync(0xffffffffu, b, offset);
+#pragma unroll
+    for (int k = 0; k < N; ++k) {
+      v[k] = live ? partial[k][lane] : identity;
+      for (int offset = 16; offset > 0; offset /= 2) v[k] = combine(v[k], __shfl_down_sync(0xffffffffu, v[k], offset));
     }
   }
+}
+
+// Sums a and b over the threads of a block; the totals are valid in thread 0.
+template <typename T>
+__device__ inline void block_sum2(T& a, T& b) {
+  T v[2] = {a, b};
+  block_reduce<2>(v, T(0), [](T x, T y) { return x + y; });
+  a = v[0];
+  b = v[1];
 }
 
 }  // namespace fused_optim::cuda

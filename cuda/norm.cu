@@ -42,13 +42,13 @@ struct NormFunctor {
       }
     });
     if constexpr (kInf) {
-      // A block-wide max through the shared sum helper is not available; one atomic per thread with a value.
-      if (value != acc_t(0)) atomic_max_nonneg(out, value);
+      acc_t v[1] = {value};  // one atomic per block: per thread, a billion elements would queue millions on one word
+      block_reduce<1>(v, acc_t(0), [](acc_t x, acc_t y) { return (y != y || y > x) ? y : x; });
+      if (threadIdx.x == 0 && v[0] != acc_t(0)) atomic_max_nonneg(out, v[0]);
     } else {
-      double sum = value;
-      double unused = 0;
-      block_sum2(sum, unused);
-      if (threadIdx.x == 0) atomicAdd(out, sum);
+      double sum[1] = {value};
+      block_reduce<1>(sum, 0.0, [](double x, double y) { return x + y; });
+      if (threadIdx.x == 0) atomicAdd(out, sum[0]);
     }
   }
 };

@@ -60,7 +60,7 @@ void rmsprop_(at::TensorList params, at::TensorList grads, at::TensorList square
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;
-  const DeviceScalars scalars = DeviceScalars::of("fused_optim.rmsprop_", a.scalars, lr, grad_scale, found_inf);
+  const DeviceScalars scalars = DeviceScalars::of(a.scalars, lr, grad_scale, found_inf);
   advance_steps(state_steps);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);

@@ -59,7 +59,7 @@ void sgd_(at::TensorList params, at::TensorList grads, at::TensorList momentum_b
   if (a.lists.size() == 0) return;
   const c10::cuda::CUDAGuard guard(a.lists.device());
   if (a.scalars.found_inf.value_or(false)) return;
-  const DeviceScalars scalars = DeviceScalars::of("fused_optim.sgd_", a.scalars, lr, grad_scale, found_inf);
+  const DeviceScalars scalars = DeviceScalars::of(a.scalars, lr, grad_scale, found_inf);
   dispatch_compute(a.lists.dtype(), a.precision.master, [&](auto acc, auto has_master) {
     using acc_t = decltype(acc);
     constexpr bool kMaster = decltype(has_master)::value;

@@ -15,7 +15,7 @@ from tiling import assert_tiles
 
 CHUNK = _C.chunk_size
 MAX_BLOCKS = _C.max_blocks_per_launch
-MAX_TENSORS = {1: 110, 2: 64, 3: 48, 4: 36, 5: 30, 6: 24}
+MAX_TENSORS = {1: 110, 2: 64, 3: 48, 4: 36, 5: 30, 6: 24, 7: 24}
 
 
 def check_tiling(numels, depth, aligned=True, check_threads=True):
@@ -33,14 +33,14 @@ def check_tiling(numels, depth, aligned=True, check_threads=True):
     return blocks
 
 
-@pytest.mark.parametrize("depth", [1, 4, 5, 6])
+@pytest.mark.parametrize("depth", [1, 4, 5, 6, 7])
 @pytest.mark.parametrize("aligned", [True, False])
 def test_small_and_odd_sizes(depth, aligned):
     numels = [0, 1, 3, 4, 5, CHUNK - 1, CHUNK, CHUNK + 1, 0, 7, 2 * CHUNK + 3, 0]
     check_tiling(numels, depth, aligned)
 
 
-@pytest.mark.parametrize("depth", [1, 5, 6])
+@pytest.mark.parametrize("depth", [1, 5, 6, 7])
 def test_tensor_count_limit_splits_launches(depth):
     numels = [i % 9 + 1 for i in range(300)]
     blocks = check_tiling(numels, depth)

@@ -43,6 +43,30 @@ def test_opcheck(amsgrad, dtype, scaler, device):
     torch.library.opcheck(OP, tuple(lists), kwargs)
 
 
+@pytest.mark.parametrize("scalar_dtype", [torch.float16, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("skipped", [False, True])
+def test_scalar_tensors_of_any_float_dtype(scalar_dtype, skipped, device):
+    """lr, grad_scale and found_inf on the params' device in any float dtype act as the same float32 values (all
+    three are exact in 16 bits), so a bf16 lr that works on the CPU works on the GPU too."""
+    lists, kwargs = adam_args(device=device)
+    same = [[t.clone() for t in lst] for lst in lists]
+
+    def scalars(dtype):
+        return dict(
+            lr=torch.tensor(2.0**-6, dtype=dtype, device=device),
+            grad_scale=torch.tensor(4.0, dtype=dtype, device=device),
+            found_inf=torch.tensor(float(skipped), dtype=dtype, device=device),
+        )
+
+    before = [p.clone() for p in lists[0]]
+    OP(*lists, **{**kwargs, **scalars(scalar_dtype)})
+    OP(*same, **{**kwargs, **scalars(torch.float32)})
+    for a, b in zip(lists, same):
+        for x, y in zip(a, b):
+            assert torch.equal(x, y)
+    assert all(torch.equal(p, q) for p, q in zip(lists[0], before)) == skipped
+
+
 def test_cuda_kernels_registered_when_built():
     has_cuda_kernel = torch._C._dispatch_has_kernel_for_dispatch_key("fused_optim::adam_", "CUDA")
     assert has_cuda_kernel == fused_optim.build_info()["cuda_compiled"]
