@@ -442,12 +442,13 @@ def test_new_grads_and_param_groups_are_noticed(device):
 
 
 def test_state_is_packed_but_shaped_like_params(device):
-    """Fresh state lives in one buffer per key (views), keeps each param's shape and strides, and saves and loads
-    like ordinary tensors."""
+    """Fresh state lives in one buffer per key (views), keeps each param's shape and strides, starts each view on
+    a 64-byte boundary (odd sizes before it included), and saves and loads like ordinary tensors."""
     params = [
         torch.randn(4, 3, 5, 5, device=device).to(memory_format=torch.channels_last),
         torch.randn(7, device=device),
         torch.randn(6, 9, device=device).t(),
+        torch.randn(3, device=device),
     ]
     ref = [p.detach().clone(memory_format=torch.preserve_format) for p in params]
     grads = grad_stream(params, 4)
@@ -458,6 +459,7 @@ def test_state_is_packed_but_shaped_like_params(device):
     storages = {opt.state[p]["exp_avg"].untyped_storage().data_ptr() for p in params}
     assert len(storages) == 1
     for p in params:
+        assert opt.state[p]["exp_avg"].data_ptr() % 64 == 0
         assert opt.state[p]["exp_avg"].stride() == p.stride()
         assert opt.state[p]["exp_avg_sq"].shape == p.shape
     import io

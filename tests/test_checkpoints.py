@@ -140,3 +140,103 @@ def test_torch_save_of_the_whole_optimizer_is_not_needed(tmp_path):
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(pytest.main([str(Path(__file__))]))
+
+
+# Older and foreign state_dicts, as torch.optim loads them ---------------------------------------------------------
+
+TORCH_KWARGS = {
+    "SGD": dict(lr=0.05, momentum=0.9, weight_decay=0.1),
+    "RMSprop": dict(lr=0.01, momentum=0.5),
+    "Adagrad": dict(lr=0.05),
+    "Adam": dict(lr=0.01, weight_decay=0.1),
+    "AdamW": dict(lr=0.01, weight_decay=0.1),
+}
+
+
+def _run_on(ours, ref, ours_p, ref_p, steps=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        for p, q in zip(ours_p, ref_p):
+            p.grad = torch.randn(p.shape, generator=g)
+            q.grad = p.grad.clone()
+        ours.step()
+        ref.step()
+
+
+@pytest.mark.parametrize("name", TORCH_KWARGS)
+def test_an_older_torch_state_dict_loads_as_in_torch(name):
+    """Groups saved before an option existed (maximize, decoupled_weight_decay, foreach...) and steps saved as
+    numbers: torch.optim fills in the option's default and makes the step a tensor; so does ours."""
+    torch.manual_seed(0)
+    src_p = [torch.randn(4, 3, requires_grad=True), torch.randn(5, requires_grad=True)]
+    src = getattr(torch.optim, name)(src_p, foreach=False, **TORCH_KWARGS[name])
+    _run_on(src, src, src_p, [], steps=1)
+    old = src.state_dict()
+    for group in old["param_groups"]:
+        for key in ("maximize", "decoupled_weight_decay", "foreach", "differentiable", "capturable", "fused"):
+            group.pop(key, None)
+    for st in old["state"].values():
+        if "step" in st:
+            st["step"] = int(st["step"].item())
+    ours_p = [p.detach().clone().requires_grad_() for p in src_p]
+    ref_p = [p.detach().clone().requires_grad_() for p in src_p]
+    ours = getattr(fused_optim, name)(ours_p, **TORCH_KWARGS[name])
+    ref = getattr(torch.optim, name)(ref_p, foreach=False, **TORCH_KWARGS[name])
+    ours.load_state_dict(old)
+    ref.load_state_dict(old)
+    _run_on(ours, ref, ours_p, ref_p)
+    for p, q in zip(ours_p, ref_p):
+        torch.testing.assert_close(p, q)
+        for key, value in ref.state[q].items():
+            torch.testing.assert_close(ours.state[p][key], value)
+    assert ours.param_groups[0]["maximize"] is False
+
+
+def test_an_adam_state_dict_loads_into_adamw_as_adamw():
+    """torch.optim.AdamW keeps its decoupled weight decay whatever the loaded group says; so does ours."""
+    torch.manual_seed(0)
+    src_p = [torch.randn(6, requires_grad=True)]
+    src = torch.optim.Adam(src_p, lr=0.01, weight_decay=0.5, foreach=False)
+    _run_on(src, src, src_p, [], steps=1)
+    ours_p, ref_p = [src_p[0].detach().clone().requires_grad_()], [src_p[0].detach().clone().requires_grad_()]
+    ours, ref = fused_optim.AdamW(ours_p), torch.optim.AdamW(ref_p, foreach=False)
+    ours.load_state_dict(src.state_dict())
+    ref.load_state_dict(src.state_dict())
+    assert ours.param_groups[0]["decoupled_weight_decay"] is ref.param_groups[0]["decoupled_weight_decay"] is True
+    _run_on(ours, ref, ours_p, ref_p)
+    torch.testing.assert_close(ours_p[0], ref_p[0])
+
+
+def test_copies_keep_the_clipping_norm():
+    import copy
+    import pickle
+
+    opt = fused_optim.AdamW([torch.zeros(3, requires_grad=True)], max_grad_norm=0.25)
+    assert copy.deepcopy(opt).max_grad_norm == 0.25
+    assert pickle.loads(pickle.dumps(opt)).max_grad_norm == 0.25
+
+
+def test_load_hooks_see_what_torch_optims_do():
+    """A pre-hook's returned dict is what loads (here with the dtype conversion of a bf16 param's fp32 moments),
+    and a post-hook sees the loaded state."""
+    p = torch.randn(8).bfloat16().requires_grad_()
+    opt = fused_optim.Adam([p], lr=0.01, master_weights=True)
+    p.grad = torch.randn(8).bfloat16()
+    opt.step()
+    saved = opt.state_dict()
+    seen = []
+
+    def pre(optimizer, state_dict):
+        state_dict = {**state_dict, "state": {k: dict(v) for k, v in state_dict["state"].items()}}
+        state_dict["state"][0]["exp_avg"] = torch.full((8,), 0.5, dtype=torch.bfloat16)  # converted to fp32
+        return state_dict
+
+    def post(optimizer):
+        seen.append(optimizer.state[p]["exp_avg"].clone())
+
+    opt.register_load_state_dict_pre_hook(pre)
+    opt.register_load_state_dict_post_hook(post)
+    opt.load_state_dict(saved)
+    assert opt.state[p]["exp_avg"].dtype == torch.float32
+    assert torch.equal(opt.state[p]["exp_avg"], torch.full((8,), 0.5))
+    assert len(seen) == 1 and torch.equal(seen[0], torch.full((8,), 0.5))

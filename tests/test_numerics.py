@@ -246,6 +246,45 @@ def test_counters_advanced_in_place_are_checked_every_few_steps(monkeypatch):
         assert opt.state[p]["step"].item() == 2**24 + 4
 
 
+def test_counters_of_params_without_a_gradient_are_checked_too():
+    """The check covers the whole group: a counter near 2^24 whose param has no gradient at the check still gets
+    widened before it steps again (the countdown carries over when the set of gradients changes)."""
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True)
+    opt = fused_optim.Adam([a, b], lr=0.0)
+    a.grad, b.grad = torch.zeros(3), torch.zeros(5)
+    opt.step()
+    sd = opt.state_dict()
+    sd["state"][1]["step"] = torch.tensor(float(2**24 - 1))
+    opt.load_state_dict(sd)
+    b.grad = None
+    opt.step()  # the check runs now, with only a's gradient
+    b.grad = torch.zeros(5)
+    for _ in range(3):
+        opt.step()
+    assert opt.state[b]["step"].dtype == torch.float64 and opt.state[b]["step"].item() == 2**24 + 2
+    assert opt.state[a]["step"].item() == 5
+
+
+def test_a_changing_set_of_gradients_does_not_reread_the_counters(monkeypatch):
+    """Reading the counters is a GPU sync; a model whose params get gradients on alternate steps (MoE experts)
+    must not pay it on every plan rebuild, only every _STEP_CHECK_EVERY steps."""
+    from fused_optim.optim import _base
+
+    reads = []
+    original = _base.FusedOptimizer._largest_float32_step
+    monkeypatch.setattr(
+        _base.FusedOptimizer, "_largest_float32_step", lambda self, *a: reads.append(1) or original(self, *a)
+    )
+    monkeypatch.setattr(_base, "_STEP_CHECK_EVERY", 8)
+    params = [torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True)]
+    opt = fused_optim.AdamW(params, lr=0.1)
+    for i in range(20):
+        for j, p in enumerate(params):
+            p.grad = torch.ones_like(p) if (i + j) % 2 == 0 or i % 3 == 0 else None
+        opt.step()
+    assert len(reads) == 3  # at steps 0, 9 and 18
+
+
 def test_a_group_with_some_float64_counters_counts_all_in_float64():
     params = [torch.zeros(3, requires_grad=True), torch.zeros(5, requires_grad=True)]
     opt = fused_optim.Adagrad(params, lr=0.1)

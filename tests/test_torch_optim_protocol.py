@@ -245,3 +245,134 @@ def test_optimizer_in_backward_matches_a_whole_model_optimizer():
         assert p.grad is None  # the hook stepped and released each gradient
         torch.testing.assert_close(p, q)
     assert all(len(opts) == 1 for opts in (p._in_backward_optimizers for p in ours.parameters()))
+
+
+# Editing the state and the param lists between steps ------------------------------------------------------------
+# The step caches the tensors it collected from the state and the groups; code that edits them (a reset, a loop
+# that moves the state to another device, a param added to a group) must be seen by the next step, as torch.optim
+# sees it. Each edit is applied to ours and to torch.optim's AdamW alike, and both run on.
+
+
+def _replace_every_state_tensor(opt, ps):  # what offloading the state to another device and back does
+    for st in opt.state.values():
+        for k, v in list(st.items()):
+            st[k] = v.clone()
+
+
+def _clear_state(opt, ps):
+    opt.state.clear()
+
+
+def _new_state_mapping(opt, ps):
+    import collections
+
+    opt.state = collections.defaultdict(dict)
+
+
+def _delete_one_params_state(opt, ps):
+    del opt.state[ps[1]]
+
+
+def _zero_one_moment(opt, ps):
+    opt.state[ps[0]]["exp_avg"] = torch.zeros_like(ps[0])
+
+
+def _replace_one_params_state(opt, ps):
+    opt.state[ps[1]] = {k: v.clone() * (2 if k == "exp_avg" else 1) for k, v in opt.state[ps[1]].items()}
+
+
+def _append_a_param(opt, ps):
+    opt.param_groups[0]["params"].append(ps[2])
+
+
+def _drop_a_param(opt, ps):
+    opt.param_groups[0]["params"] = opt.param_groups[0]["params"][:1]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        _replace_every_state_tensor,
+        _clear_state,
+        _new_state_mapping,
+        _delete_one_params_state,
+        _zero_one_moment,
+        _replace_one_params_state,
+        _append_a_param,
+        _drop_a_param,
+    ],
+)
+def test_edits_of_state_and_groups_between_steps_are_seen(edit):
+    ours_p = params(shapes=((4, 3), (5,), (7,)))
+    ref_p = [p.detach().clone().requires_grad_() for p in ours_p]
+    ours = fused_optim.AdamW(ours_p[:2], lr=0.1)
+    ref = torch.optim.AdamW(ref_p[:2], lr=0.1, foreach=False)
+    for step in range(6):
+        if step == 3:
+            edit(ours, ours_p)
+            edit(ref, ref_p)
+        for ps, opt in ((ours_p, ours), (ref_p, ref)):
+            set_grads(ps, seed=step)
+            opt.step()
+    for p, q in zip(ours_p, ref_p):
+        torch.testing.assert_close(p, q)
+    assert len(ours.state) == len(ref.state)
+    for p, q in zip(ours_p, ref_p):
+        assert ours.state[p].keys() == ref.state[q].keys()
+        for k in ref.state[q]:
+            torch.testing.assert_close(ours.state[p][k], ref.state[q][k])
+
+
+def test_state_saves_and_copies_as_torch_optims_plain_dicts():
+    import copy
+    import io
+    import pickle
+
+    ps = params()
+    opt = fused_optim.AdamW(ps, lr=0.1)
+    set_grads(ps)
+    opt.step()
+    sd = opt.state_dict()
+    assert all(type(st) is dict for st in sd["state"].values())
+    buf = io.BytesIO()
+    torch.save(sd, buf)
+    buf.seek(0)
+    assert torch.load(buf, weights_only=True)["state"][0].keys() == sd["state"][0].keys()
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        assert clone.state.keys() != opt.state.keys()  # new param objects
+        set_grads(list(clone.state.keys()))
+        clone.step()  # and the copy steps with its own state
+        assert [st["step"].item() for st in clone.state.values()] == [2.0, 2.0]
+    assert [st["step"].item() for st in opt.state.values()] == [1.0, 1.0]
+
+
+def test_every_kind_of_state_edit_changes_the_version():
+    from fused_optim.optim._state import OptimizerState
+
+    p, q = torch.zeros(1), torch.zeros(2)
+    state = OptimizerState()
+    edits = [
+        lambda s: s[p].__setitem__("a", 1),  # also creates p's dict
+        lambda s: s[p].update(b=2),
+        lambda s: s[p].setdefault("c", 3),
+        lambda s: s[p].pop("c"),
+        lambda s: s[p].__delitem__("b"),
+        lambda s: s[p].__ior__({"d": 4}),
+        lambda s: s[p].popitem(),
+        lambda s: s[p].clear(),
+        lambda s: s.__setitem__(p, {"x": 1}),
+        lambda s: s[p].__setitem__("y", 2),  # a plain dict stored in it is tracked too
+        lambda s: s.update({q: {}}),
+        lambda s: s.pop(q),
+        lambda s: s.setdefault(q, {}),
+        lambda s: s.__ior__({q: {}}),
+        lambda s: s.popitem(),
+        lambda s: s.__delitem__(p),
+        lambda s: s.clear(),
+    ]
+    for i, edit in enumerate(edits):
+        before = state.version
+        edit(state)
+        assert state.version != before, f"edit {i} was not noticed"
+    assert state == {}
+    assert repr(state) == "defaultdict(<class 'dict'>, {})"  # as torch.optim's state prints

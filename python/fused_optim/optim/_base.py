@@ -2,13 +2,15 @@
 
 No optimizer math lives here. A subclass says which per-parameter state it keeps (``_init_state``) and how to
 call its operator on one bucket of tensors (``_launch``). The base class turns each param group into buckets of
-tensors that share a device and dtype, caches them across steps (rebuilt only when the set of parameters with
-gradients changes or a state_dict is loaded), and makes one operator call per bucket: no per-parameter Python on
-the steady-state path beyond collecting the gradients.
+tensors that share a device and dtype, caches them across steps (rebuilt when the set of parameters with
+gradients, a group's params or the state itself changes: see _state.py), and makes one operator call per bucket:
+no per-parameter Python on the steady-state path beyond collecting the gradients.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import itertools
 import math
 import numbers
@@ -26,6 +28,7 @@ from torch.optim import Optimizer
 from .. import _C, _ops
 from .._dtensor import DTensor, local, local_grad
 from ..clip import clip_coefficient, combine_norms, total_norm
+from ._state import OptimizerState, ParamState
 from ._step_wrapper import profiling, wrap_step
 
 
@@ -75,6 +78,10 @@ class _GroupPlan:
     key: tuple[Any, ...]
     buckets: list[Bucket]
     steps_until_check: int = 0  # of the step counters' range (see _widen_step_counters); 0: on the next step
+    #: What the buckets were collected from: the group's params list (and its length) and the state's version.
+    params: list[Tensor] = field(default_factory=list)
+    n_params: int = 0
+    state_version: int = 0
 
     @property
     def reads_grads_in_cpp(self) -> bool:
@@ -154,6 +161,7 @@ class FusedOptimizer(Optimizer):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ValueError(f"max_grad_norm must be positive, got {max_grad_norm}")
         super().__init__(params, defaults)
+        self.state: OptimizerState = OptimizerState(self.state)
         self._plans: dict[int | None, _GroupPlan] = {}  # _group_key(group) -> its cached plan
         self._lr_cache: dict[int, tuple[float, Tensor]] = {}  # id(group) -> (float lr, that lr as a tensor)
         #: Clip all gradients to this global 2-norm (None: no clipping), see ``step``.
@@ -182,6 +190,15 @@ class FusedOptimizer(Optimizer):
         if hasattr(self, "_plans"):  # the cached plans hold the state tensors
             self._plans.clear()
 
+    def state_dict(self) -> dict[str, Any]:
+        """torch.optim's state_dict, with each param's state as a plain dict (as torch.optim's), so that
+        ``torch.load(..., weights_only=True)`` and other libraries see exactly torch.optim's structure."""
+        state_dict = super().state_dict()
+        state = state_dict.get("state")
+        if isinstance(state, dict):
+            state_dict["state"] = {k: dict(v) if isinstance(v, ParamState) else v for k, v in state.items()}
+        return state_dict
+
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch.optim's load_state_dict, except that state keeps the dtype this optimizer uses for it.
 
@@ -191,6 +208,23 @@ class FusedOptimizer(Optimizer):
         bf16 model with master weights; its master is created from the param on the next step). The group options
         master_weights and state_dtype of this optimizer stay in force where the saved groups lack them (a
         torch.optim state_dict has neither)."""
+        # torch.optim's pre-hooks run here, so that the dict they return is the one converted below, and the
+        # post-hooks after the conversion; neither runs again inside torch.optim's load_state_dict.
+        state_dict = state_dict.copy()
+        for pre_hook in self._optimizer_load_state_dict_pre_hooks.values():
+            result = pre_hook(self, state_dict)
+            if result is not None:
+                state_dict = result
+        hooks = self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks
+        self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = {}, {}
+        try:
+            self._load_state_dict(state_dict)
+        finally:
+            self._optimizer_load_state_dict_pre_hooks, self._optimizer_load_state_dict_post_hooks = hooks
+        for post_hook in self._optimizer_load_state_dict_post_hooks.values():
+            post_hook(self)
+
+    def _load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._check_state_shapes(state_dict)
         options = [{k: g[k] for k in _GROUP_OPTIONS if k in g} for g in self.param_groups]
         super().load_state_dict(state_dict)
@@ -241,12 +275,27 @@ class FusedOptimizer(Optimizer):
                             "optimizer's params were in another order or of other sizes"
                         )
 
+    def __getstate__(self) -> dict[str, Any]:  # pickling and copy.deepcopy: torch.optim's, and the clipping norm
+        return {**super().__getstate__(), "max_grad_norm": self.max_grad_norm}
+
     def __setstate__(self, state: dict[str, Any]) -> None:  # unpickling, copy.deepcopy and load_state_dict
         super().__setstate__(state)
+        self.state = OptimizerState(self.state)
         self._plans = {}
         self._lr_cache = {}
         self.__dict__.setdefault("max_grad_norm", None)
         self.__dict__.setdefault("grad_norm", None)
+        # As torch.optim's own __setstate__: a group saved before an option existed (an older torch, another
+        # optimizer) takes the option's constructor default, and a step saved as a number becomes a counter.
+        absent = _constructor_defaults(type(self))
+        for group in self.param_groups:
+            for key, value in absent.items():
+                if key in self.defaults and key not in _GROUP_OPTIONS:  # those: see load_state_dict
+                    group.setdefault(key, value)
+        for st in self.state.values():
+            step = st.get("step")
+            if step is not None and not isinstance(step, Tensor):
+                st["step"] = torch.tensor(float(step), dtype=torch.float32)
 
     # Mixed precision ----------------------------------------------------------------------------------------
 
@@ -390,11 +439,18 @@ class FusedOptimizer(Optimizer):
         one and the cached plan covers the whole group), the plan's ``_C.TensorList`` of them, collected in one C++
         pass instead of one Python attribute read per param."""
         plan = self._plans.get(_group_key(group))
-        if plan is not None and plan.reads_grads_in_cpp and not torch.compiler.is_compiling():
+        params = group["params"]
+        if (
+            plan is not None
+            and plan.reads_grads_in_cpp
+            and plan.params is params
+            and plan.n_params == len(params)
+            and not torch.compiler.is_compiling()
+        ):
             grads = plan.buckets[0].lists("params")[0].grads()
             if grads is not None:
                 return grads
-        return [p.grad for p in group["params"]]
+        return [p.grad for p in params]
 
     def _lr_arg(self, group: dict[str, Any], device: torch.device) -> Tensor:
         """The group's lr as the one-element tensor the operators take. A tensor lr stays where it is unless it is
@@ -451,39 +507,67 @@ class FusedOptimizer(Optimizer):
         key = (options, () if all(has_grad) else tuple(has_grad))
         cache_key = _group_key(group)
         plan = self._plans.get(cache_key)
-        if plan is None or plan.key != key:
-            plan = _GroupPlan(key, self._build_buckets(group, all_grads))
+        state = self.state
+        if type(state) is not OptimizerState:  # replaced by user code (`opt.state = defaultdict(dict)`)
+            self.state = state = OptimizerState(state)
+        params = group["params"]
+        if (
+            plan is None
+            or plan.key != key
+            or plan.state_version != state.version
+            or plan.params is not params
+            or plan.n_params != len(params)
+        ):
+            # The countdown belongs to the group, not to one pattern of gradients: restarting it here would read
+            # the counters (a GPU sync) on every step of a model whose set of gradients changes every step (MoE).
+            countdown = 0 if plan is None else plan.steps_until_check
+            plan = _GroupPlan(key, self._build_buckets(group, all_grads), countdown, params, len(params))
+            plan.state_version = state.version  # after the build, which creates state
             self._plans[cache_key] = plan
         if torch.compiler.is_compiling():  # a compiled step would guard on (and recompile for) the countdown
             return plan
         plan.steps_until_check -= 1
         if plan.steps_until_check < 0 and self._widen_step_counters(group, plan):
-            plan = self._plans[cache_key] = _GroupPlan(key, self._build_buckets(group, all_grads))
-            plan.steps_until_check = _STEP_CHECK_EVERY
+            plan = _GroupPlan(key, self._build_buckets(group, all_grads), _STEP_CHECK_EVERY, params, len(params))
+            plan.state_version = self.state.version
+            self._plans[cache_key] = plan
         return plan
 
     def _widen_step_counters(self, group: dict[str, Any], plan: _GroupPlan) -> bool:
         """Make the group's float32 step counters float64 when the largest is near 2^24 (see _WIDEN_STEPS_AT);
         True if it did (the plan holds the old counters then)."""
         plan.steps_until_check = _STEP_CHECK_EVERY
-        widen = False
-        for b in plan.buckets:
-            steps = b.state.get("step")
-            if not steps or steps[0].dtype != torch.float32 or steps[0].device.type == "meta":
-                continue
-            top = b.lists("step")[0].host_max()  # CPU counters: read in C++, no sync and no Python tensor reads
-            if top is None:
-                if steps[0].is_cuda and torch.cuda.is_current_stream_capturing():
-                    plan.steps_until_check = 0  # no reads while a CUDA graph is captured: check on the next step
-                    return False
-                top = torch.stack(steps).max().item()
-            widen = widen or top >= _WIDEN_STEPS_AT
-        if widen:
-            for p in group["params"]:
-                step = self.state[p].get("step") if p in self.state else None
-                if step is not None and step.dtype == torch.float32:
-                    self.state[p]["step"] = step.to(torch.float64)
-        return widen
+        top = self._largest_float32_step(group, plan)
+        if top is None:
+            plan.steps_until_check = 0  # no reads while a CUDA graph is captured: check on the next step
+            return False
+        if top < _WIDEN_STEPS_AT:
+            return False
+        for p in group["params"]:
+            step = self.state[p].get("step") if p in self.state else None
+            if step is not None and step.dtype == torch.float32:
+                self.state[p]["step"] = step.to(torch.float64)
+        return True
+
+    def _largest_float32_step(self, group: dict[str, Any], plan: _GroupPlan) -> float | None:
+        """The largest float32 step counter of every param of the group, those without a gradient this step
+        included (the countdown outlives the plan they are missing from); None while a CUDA graph is captured."""
+        whole = plan.buckets[0] if len(plan.buckets) == 1 and plan.buckets[0].whole_group else None
+        if whole is not None and whole.state.get("step") and whole.state["step"][0].dtype == torch.float32:
+            top = whole.lists("step")[0].host_max()  # CPU counters (one dtype per op): read in C++, no Python reads
+            if top is not None:
+                return top
+        by_device: dict[torch.device, list[Tensor]] = {}
+        for p in group["params"]:
+            step = self.state[p].get("step") if p in self.state else None
+            if step is not None and step.dtype == torch.float32 and step.device.type != "meta":
+                by_device.setdefault(step.device, []).append(step)
+        top = 0.0
+        for device, steps in by_device.items():
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                return None
+            top = max(top, torch.stack(steps).max().item())
+        return top
 
     def _build_buckets(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> list[Bucket]:
         fresh = []
@@ -536,11 +620,24 @@ class FusedOptimizer(Optimizer):
         return list(buckets.values())
 
 
+@functools.cache
+def _constructor_defaults(cls: type) -> dict[str, Any]:
+    """The keyword defaults of an optimizer class's constructor (what an absent group option means)."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(cls.__init__).parameters.items()
+        if p.default is not inspect.Parameter.empty and name != "params"
+    }
+
+
 def _check_mixed_precision(master_weights: Any, state_dtype: Any) -> None:
     if not (master_weights is True or master_weights is False or master_weights == "split"):
         raise ValueError(f"master_weights must be False, True or 'split', got {master_weights!r}")
     if state_dtype not in (None, torch.float32, torch.bfloat16, torch.float16, torch.float64):
         raise ValueError(f"state_dtype must be None or a floating-point torch.dtype, got {state_dtype!r}")
+
+
+_PACK_ALIGN_BYTES = 64  # a cache line; a multiple of every vector width the kernels load
 
 
 def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
@@ -549,7 +646,8 @@ def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
     The kernels stream through parameters, gradients and state together; with 1000 small tensors, state that sits
     end to end in memory measured about 10 % faster per step than 1000 separate allocations. Each state tensor
     stays an ordinary tensor of its parameter's shape and strides (state_dict is unchanged); only dense layouts are
-    packed.
+    packed. Each view starts on a 64-byte boundary: one odd-sized tensor (a bias of 10) must not leave the views
+    after it misaligned, which would cost every later tensor the GPU's vector loads.
     """
     groups: dict[tuple[str, torch.device, torch.dtype], list[dict[str, Any]]] = {}
     for state in states:
@@ -562,14 +660,18 @@ def _pack_state(states: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
     for (key, device, dtype), members in groups.items():
         if len(members) < 2:
             continue
-        buffer = torch.empty(sum(m[key].numel() for m in members), device=device, dtype=dtype)
-        offset = 0
+        align = max(1, _PACK_ALIGN_BYTES // dtype.itemsize)
+        offsets = []
+        end = 0
         for m in members:
+            offsets.append(end)
+            end += -(-m[key].numel() // align) * align
+        buffer = torch.empty(end, device=device, dtype=dtype)
+        for m, offset in zip(members, offsets):
             t = m[key]
             view = buffer.as_strided(t.shape, t.stride(), offset)
             view.copy_(t)
             m[key] = view
-            offset += t.numel()
 
 
 def _group_key(group: dict[str, Any]) -> int | None:

@@ -166,3 +166,8 @@ class AdamW(Adam):
             state_dtype=state_dtype,
             max_grad_norm=max_grad_norm,
         )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        for group in self.param_groups:  # as torch.optim.AdamW: an Adam state_dict loads as AdamW still
+            group["decoupled_weight_decay"] = True
