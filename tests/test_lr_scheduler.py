@@ -3,6 +3,7 @@
 import io
 import math
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -481,3 +482,65 @@ def test_compiled_step_sees_new_lr_without_recompiling():
         sched.step()
     assert moved == [1.0, 0.75, 0.5, 0.25]  # lr * grad, lr from the linear decay
     assert len(compiles) == 1
+
+
+# Closed form, not chainable: an overwritten lr change is reported ------------------------------------------------
+
+
+def test_an_lr_changed_by_another_scheduler_is_reported_once_when_overwritten():
+    """torch's chainable schedulers multiply the current lr; ours set it from their closed form, so the factor of
+    a ReduceLROnPlateau (or another schedule in a ChainedScheduler) would be lost: the first step that overwrites
+    such a change warns."""
+    opt = _sgd(1.0)
+    warm = sch.LinearLR(opt, start_factor=0.25, total_iters=3)
+    plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.1, patience=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(6):
+            opt.step()
+            warm.step()
+            plateau.step(1.0)
+    overwrites = [w for w in caught if "overwrites that change" in str(w.message)]
+    assert len(overwrites) == 1
+    assert "LinearLR.step()" in str(overwrites[0].message)
+
+
+def test_chained_schedules_of_ours_are_reported():
+    opt = _sgd(1.0)
+    chained = torch.optim.lr_scheduler.ChainedScheduler(
+        [sch.ConstantLR(opt, factor=0.5, total_iters=3), sch.ExponentialLR(opt, gamma=0.9)]
+    )
+    with pytest.warns(UserWarning, match="overwrites that change"):
+        for _ in range(3):
+            opt.step()
+            chained.step()
+
+
+def test_schedules_alone_in_sequence_and_resumed_do_not_warn():
+    opt = _sgd(torch.tensor(1.0))  # a CPU tensor lr, filled in place (rounded to float32)
+    seq = torch.optim.lr_scheduler.SequentialLR(
+        opt,
+        [sch.LinearLR(opt, start_factor=0.1, total_iters=5), sch.CosineAnnealingLR(opt, T_max=20, eta_min=0.3)],
+        milestones=[3],  # the cosine starts above where the warm-up stopped
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(10):
+            opt.step()
+            seq.step()
+        opt2 = _sgd(1.0)
+        first = sch.CosineAnnealingLR(opt2, T_max=50, warmup_steps=5)
+        for _ in range(7):
+            opt2.step()
+            first.step()
+        saved_opt, saved_sched = opt2.state_dict(), first.state_dict()
+        opt3 = _sgd(1.0)
+        resumed = sch.CosineAnnealingLR(opt3, T_max=50, warmup_steps=5)
+        opt3.load_state_dict(saved_opt)
+        resumed.load_state_dict(saved_sched)
+        for _ in range(5):
+            opt3.step()
+            resumed.step()
+            opt2.step()
+            first.step()
+        assert resumed.get_last_lr() == first.get_last_lr()

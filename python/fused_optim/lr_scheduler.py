@@ -9,6 +9,8 @@
 
 Every schedule is a :class:`torch.optim.lr_scheduler.LRScheduler` that works with any torch optimizer. The lr is
 a closed-form function of ``last_epoch`` (no recursive drift), so ``state_dict()`` alone resumes a run exactly.
+The lr is set, not multiplied (as by torch's LambdaLR, unlike its chainable schedulers): schedules combine with
+SequentialLR, and a step that overwrites another scheduler's change warns once (see ``ClosedFormLR.step``).
 Every schedule takes a warm-up (``warmup_steps``, ``warmup_start_factor`` including 0, ``warmup``): during the
 warm-up the lr rises from ``warmup_start_factor`` times the schedule's first value to that value, and the
 schedule proper starts after it, so schedule lengths (``T_max``, ``total_iters``, ...) count steps after warm-up.
@@ -20,6 +22,7 @@ from __future__ import annotations
 import importlib
 import math
 import types
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -157,6 +160,43 @@ class ClosedFormLR(LRScheduler):
     # step(epoch) uses this: the closed form is exact at any step.
     _get_closed_form_lr = get_lr
 
+    def step(self, epoch: int | None = None) -> None:
+        """Set each group's lr to the schedule's value at the next step (or at ``epoch``).
+
+        The value is absolute, as torch's LambdaLR and HF's schedules set it, not a multiple of the current lr as
+        torch's chainable schedulers do: an lr changed since this schedule's last step (by ReduceLROnPlateau,
+        another schedule in a ChainedScheduler, or by hand) is overwritten, and the first time that happens a
+        warning says so instead of training on silently with the other change lost."""
+        if epoch is None and getattr(self, "_lrs_set", None) and not getattr(self, "_warned_overwrite", False):
+            now = [_host_value(g["lr"]) for g in self.optimizer.param_groups]
+            if any(a is not None and b is not None and a != b for a, b in zip(now, self._lrs_set)):
+                self._warned_overwrite = True
+                warnings.warn(
+                    f"{type(self).__name__}.step(): the lr was changed since this schedule last set it (by another "
+                    "scheduler, ReduceLROnPlateau or by hand), and this step overwrites that change: fused_optim's "
+                    "schedules set the lr in closed form instead of multiplying the current one. Combine them with "
+                    "SequentialLR, or use their warm-up options instead of a second scheduler.",
+                    stacklevel=2,
+                )
+        super().step(epoch)
+        self._lrs_set = [_host_value(g["lr"]) for g in self.optimizer.param_groups]
+
+    def _initial_step(self) -> None:
+        self._lrs_set = None  # SequentialLR resets the lrs and steps its first schedule again: not an overwrite
+        super()._initial_step()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the state from :meth:`state_dict`."""
+        super().load_state_dict(state_dict)
+        self._lrs_set = None  # the optimizer may not have been restored with it: its lr is no one's change
+
+
+def _host_value(lr: float | torch.Tensor) -> float | None:
+    """An lr's value where reading it costs no device synchronisation (None for a tensor on an accelerator)."""
+    if isinstance(lr, torch.Tensor):
+        return float(lr) if lr.device.type == "cpu" else None
+    return float(lr)
+
 
 class UnboundSchedule:
     """A schedule waiting for its optimizer (``LambdaLR(fn)`` returns one): ``.bind(optimizer)`` builds it."""
@@ -239,6 +279,7 @@ class LambdaLR(ClosedFormLR, _TorchLambdaLR):
                 self.lr_lambdas[i] = _import_path(entry[_FUNCTION_KEY])
             elif isinstance(entry, dict):
                 self.lr_lambdas[i].__dict__.update(entry)
+        self._lrs_set = None  # as ClosedFormLR.load_state_dict
 
 
 # A function is saved as its import path, not the object, so torch.load(weights_only=True) still reads the state.
