@@ -463,3 +463,17 @@ def test_process_group_sharded_matches_single_process(tmp_path):
         alone.append(params)
     unreduced = [torch.cat(pieces, dim=0) for pieces in zip(*alone)]
     assert any(not torch.allclose(p, q, **TOL[torch.float32]) for p, q in zip(unreduced, single))
+
+
+def test_a_tiny_beta1_keeps_its_precision(device, cpu_isa):
+    """1 - beta1 rounds to float32 near 1, and the complement torch.lerp would take of it (1.19e-7 for 1e-7) is 19 %
+    off: LAMB has no torch.optim to round like, so its moving average follows the formula to float32 rounding."""
+    g1 = torch.full((100,), 3.0, device=device)
+    g2 = torch.full((100,), -1e-9, device=device)
+    p = torch.ones(100, device=device, requires_grad=True)
+    opt = fused_optim.LAMB([p], lr=0.1, betas=(1e-7, 0.0), bias_correction=False)
+    for g in (g1, g2):
+        p.grad = g
+        opt.step()
+    expected = 1e-7 * (1 - 1e-7) * 3.0 + (1 - 1e-7) * -1e-9  # about 2.99e-7
+    torch.testing.assert_close(opt.state[p]["exp_avg"], torch.full_like(p, expected), rtol=1e-6, atol=0)

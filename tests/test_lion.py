@@ -315,3 +315,14 @@ def test_op_rejects_bad_arguments():
         op(params, grads, exp_avgs, **{**kwargs, "lr": torch.tensor([0.1, 0.2])})
     with pytest.raises(RuntimeError, match="beta"):
         op(params, grads, exp_avgs, **{**kwargs, "beta1": 1.5})
+
+
+def test_a_tiny_beta2_keeps_its_precision(device, cpu_isa):
+    """As LAMB's beta1 (test_lamb): the momentum's weight 1 - beta2 near 1 must not round its complement away."""
+    p = torch.ones(100, device=device, requires_grad=True)
+    opt = fused_optim.Lion([p], lr=0.1, betas=(0.9, 1e-7))
+    for g in (3.0, -1e-9):
+        p.grad = torch.full((100,), g, device=device)
+        opt.step()
+    expected = 1e-7 * (1 - 1e-7) * 3.0 + (1 - 1e-7) * -1e-9
+    torch.testing.assert_close(opt.state[p]["exp_avg"], torch.full_like(p, expected), rtol=1e-6, atol=0)

@@ -27,7 +27,8 @@ struct LambHyper {
 
 template <typename S>
 struct LambCoeffs {
-  S grad_mult;   // 1/grad_scale, negated when maximizing
+  S grad_mult;  // 1/grad_scale, negated when maximizing
+  S beta1;
   S beta1_comp;  // 1 - beta1
   S beta2;
   S beta2_comp;  // 1 - beta2
@@ -43,6 +44,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE LambCoeffs<S> lamb_coeffs(const LambHyper& h, 
   const double bc1 = h.bias_correction ? 1.0 - ::pow(h.beta1, step) : 1.0;
   const double bc2 = h.bias_correction ? 1.0 - ::pow(h.beta2, step) : 1.0;
   return {static_cast<S>(h.maximize ? -inv_grad_scale : inv_grad_scale),
+          static_cast<S>(h.beta1),
           static_cast<S>(1.0 - h.beta1),
           static_cast<S>(h.beta2),
           static_cast<S>(1.0 - h.beta2),
@@ -57,7 +59,7 @@ C10_HOST_DEVICE C10_ALWAYS_INLINE LambCoeffs<S> lamb_coeffs(const LambHyper& h, 
 template <typename T, typename S>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T lamb_direction(T param, T grad, T& exp_avg, T& exp_avg_sq, const LambCoeffs<S>& c) {
   const T g = grad * T(c.grad_mult);
-  exp_avg = math::lerp(exp_avg, g, c.beta1_comp);
+  exp_avg = math::lerp(exp_avg, g, c.beta1_comp, c.beta1);
   exp_avg_sq = exp_avg_sq * T(c.beta2) + T(c.beta2_comp) * (g * g);
   T u = exp_avg * T(c.inv_bc1) / (math::sqrt(exp_avg_sq) * T(c.inv_bc2_sqrt) + T(c.eps));
   if (c.weight_decay != S(0)) u = u + T(c.weight_decay) * param;

@@ -18,8 +18,10 @@ struct LionHyper {
 
 template <typename S>
 struct LionCoeffs {
-  S grad_mult;     // 1/grad_scale, negated when maximizing
-  S beta1_comp;    // 1 - beta1
+  S grad_mult;  // 1/grad_scale, negated when maximizing
+  S beta1;
+  S beta1_comp;  // 1 - beta1
+  S beta2;
   S beta2_comp;    // 1 - beta2
   S decay_factor;  // 1 - lr * weight_decay (decoupled, as in the paper)
   S lr;
@@ -29,7 +31,9 @@ struct LionCoeffs {
 template <typename S>
 C10_HOST_DEVICE C10_ALWAYS_INLINE LionCoeffs<S> lion_coeffs(const LionHyper& h, double lr, double inv_grad_scale) {
   return {static_cast<S>(h.maximize ? -inv_grad_scale : inv_grad_scale),
+          static_cast<S>(h.beta1),
           static_cast<S>(1.0 - h.beta1),
+          static_cast<S>(h.beta2),
           static_cast<S>(1.0 - h.beta2),
           static_cast<S>(1.0 - lr * h.weight_decay),
           static_cast<S>(lr),
@@ -40,8 +44,8 @@ template <typename T, typename S>
 C10_HOST_DEVICE C10_ALWAYS_INLINE void lion_update(T& param, T grad, T& exp_avg, const LionCoeffs<S>& c) {
   const T g = grad * T(c.grad_mult);
   if (c.decay) param = param * T(c.decay_factor);
-  param = param - T(c.lr) * math::sign(math::lerp(exp_avg, g, c.beta1_comp));
-  exp_avg = math::lerp(exp_avg, g, c.beta2_comp);
+  param = param - T(c.lr) * math::sign(math::lerp(exp_avg, g, c.beta1_comp, c.beta1));
+  exp_avg = math::lerp(exp_avg, g, c.beta2_comp, c.beta2);
 }
 
 }  // namespace fused_optim::rules

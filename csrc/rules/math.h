@@ -18,11 +18,18 @@ C10_HOST_DEVICE T max(T a, T b);
 template <typename T>
 C10_HOST_DEVICE T sign(T x);
 
-// torch.lerp's two-sided formula (start + w * (end - start) for w < 0.5, else end - (end - start) * (1 - w)),
-// so moving averages round as torch.optim's do. w is a per-call scalar, so the branch is uniform.
+// torch.lerp's two-sided formula (start + w * (end - start) for w < 0.5, else end - (end - start) * (1 - w)).
+// w is a per-call scalar, so the branch is uniform. `w_comp` is 1 - w: the rules with no torch.optim counterpart
+// (Lion, LAMB) pass it rounded from double, since torch's 1 - w of the rounded w has lost most of a small 1 - w
+// (beta1 = 1e-7 came out 19 % too large in float32).
+template <typename T, typename S>
+C10_HOST_DEVICE C10_ALWAYS_INLINE T lerp(T start, T end, S w, S w_comp) {
+  return w < S(0.5) ? start + T(w) * (end - start) : end - (end - start) * T(w_comp);
+}
+// With 1 - w computed from the rounded w, as torch.lerp does, so moving averages round as torch.optim's do.
 template <typename T, typename S>
 C10_HOST_DEVICE C10_ALWAYS_INLINE T lerp(T start, T end, S w) {
-  return w < S(0.5) ? start + T(w) * (end - start) : end - (end - start) * T(S(1) - w);
+  return lerp(start, end, w, S(S(1) - w));
 }
 
 template <>
