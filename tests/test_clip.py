@@ -148,3 +148,17 @@ def test_max_grad_norm_for_optimizers_torch_lacks(name):
 def test_max_grad_norm_validation():
     with pytest.raises(ValueError, match="max_grad_norm must be positive"):
         fused_optim.AdamW([torch.nn.Parameter(torch.ones(2))], max_grad_norm=0.0)
+
+
+def test_a_step_without_gradients_reports_a_zero_norm():
+    """opt.grad_norm is the last step's: a step where no param has a gradient reports 0 (as clip_grad_norm_ of no
+    gradients does), not the norm of an earlier step."""
+    p = torch.ones(5, requires_grad=True)
+    opt = fused_optim.AdamW([p], max_grad_norm=1.0)
+    p.grad = torch.full((5,), 2.0)
+    opt.step()
+    assert opt.grad_norm.item() == pytest.approx(2.0 * 5**0.5)
+    p.grad = None
+    opt.step()
+    assert opt.grad_norm.item() == 0.0
+    assert float(torch.nn.utils.clip_grad_norm_([torch.zeros(1, requires_grad=True)], 1.0)) == 0.0

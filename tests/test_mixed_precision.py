@@ -790,3 +790,38 @@ def test_torch_grad_scaler_end_to_end():
     scaler.update()
     assert_same_state(opt, params, snap)
     assert scaler.get_scale() == scale * 0.5
+
+
+@pytest.mark.parametrize("master_weights", [True, "split"])
+def test_an_edited_param_is_kept_only_after_refresh_master_weights(master_weights, device):
+    """The master is what a step updates: an in-place edit of the bf16 param is undone by the next step (a full
+    master) or keeps stale low bits (a split one) unless refresh_master_weights() makes the master equal to it,
+    after which the run is that of a fresh optimizer."""
+    torch.manual_seed(0)
+    p = torch.randn(300, device=device).bfloat16().requires_grad_()
+    opt = fused_optim.SGD([p], lr=1e-3, master_weights=master_weights)
+    grads = [torch.randn(300, device=device).bfloat16() for _ in range(4)]
+    for g in grads[:3]:
+        p.grad = g
+        opt.step()
+    with torch.no_grad():
+        p.fill_(0.5)
+    p.grad = grads[3]
+    opt.step()
+    if master_weights is True:
+        assert (p - 0.5).abs().min() > 0.01  # the old weights came back from the master
+    else:  # the param is the split master's high half: the edit stays, with stale low bits below its resolution
+        assert ((p.float() - 0.5).abs() <= 0.01).all()
+
+    with torch.no_grad():
+        p.fill_(0.5)
+    opt.refresh_master_weights()
+    fresh_p = p.detach().clone().requires_grad_()
+    fresh = fused_optim.SGD([fresh_p], lr=1e-3, master_weights=master_weights)
+    for g in grads:
+        p.grad, fresh_p.grad = g, g.clone()
+        opt.step()
+        fresh.step()
+    assert torch.equal(p, fresh_p)
+    key = "master_param" if master_weights is True else "master_low_bits"
+    assert torch.equal(opt.state[p][key], fresh.state[fresh_p][key])

@@ -336,6 +336,20 @@ class FusedOptimizer(Optimizer):
         else:  # the bf16 param is the high half; a zero low half makes the master equal to it exactly
             state["master_low_bits"] = torch.zeros_like(param, dtype=torch.int16, memory_format=torch.preserve_format)
 
+    @torch.no_grad()
+    def refresh_master_weights(self) -> None:
+        """Make every master weight equal to its param again, after code changed bf16/fp16 params in place
+        (loading model weights, re-initialising a layer, editing ``p.data``).
+
+        With ``master_weights`` a step updates the float32 master and writes the param from it, so an edit of the
+        param alone is undone by the next step (as with DeepSpeed's and apex's masters). Loading this optimizer's
+        state_dict restores the masters it saved; call this after loading only the model."""
+        for p, state in self.state.items():
+            if "master_param" in state:
+                state["master_param"].copy_(p.detach())
+            if "master_low_bits" in state:  # the param is the master's high half already
+                state["master_low_bits"].zero_()
+
     # Subclass interface -------------------------------------------------------------------------------------
 
     def _check_group(self, group: dict[str, Any]) -> None:
@@ -483,7 +497,8 @@ class FusedOptimizer(Optimizer):
                 loose += [g for g in (grads.tensors() if isinstance(grads, _C.TensorList) else grads) if g is not None]
         if loose:
             norms.append(total_norm(loose))
-        if not norms:
+        if not norms:  # no gradients: the norm of nothing, as torch.nn.utils.clip_grad_norm_ reports it
+            self.grad_norm = torch.zeros(())
             return grad_scale
         norm = combine_norms(norms)
         if grad_scale is not None:
