@@ -203,6 +203,22 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
           },
           "The tensors' .grad as a TensorList, or None if any tensor has no gradient.")
       .def(
+          "holds",
+          [](const CachedTensorList& l, const py::handle& items) {
+            if (!PyList_Check(items.ptr()) || static_cast<size_t>(PyList_GET_SIZE(items.ptr())) != l.tensors.size()) {
+              return false;
+            }
+            for (size_t i = 0; i < l.tensors.size(); ++i) {
+              PyObject* item = PyList_GET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i));
+              if (!THPVariable_Check(item) ||
+                  THPVariable_Unpack(item).unsafeGetTensorImpl() != l.tensors[i].unsafeGetTensorImpl()) {
+                return false;
+              }
+            }
+            return true;
+          },
+          "Whether `items` is a list of these very tensors, in this order (by identity, without a Python loop).")
+      .def(
           "host_max",
           [](const CachedTensorList& l) -> std::optional<double> {
             double top = -INFINITY;

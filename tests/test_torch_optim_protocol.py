@@ -289,6 +289,14 @@ def _drop_a_param(opt, ps):
     opt.param_groups[0]["params"] = opt.param_groups[0]["params"][:1]
 
 
+def _replace_a_param_in_place(opt, ps):  # the same list, the same length: only the identity of an entry changes
+    opt.param_groups[0]["params"][1] = ps[2]
+
+
+def _replace_all_params_in_place(opt, ps):
+    opt.param_groups[0]["params"][:] = [ps[2], ps[0]]
+
+
 @pytest.mark.parametrize(
     "edit",
     [
@@ -300,6 +308,8 @@ def _drop_a_param(opt, ps):
         _replace_one_params_state,
         _append_a_param,
         _drop_a_param,
+        _replace_a_param_in_place,
+        _replace_all_params_in_place,
     ],
 )
 def test_edits_of_state_and_groups_between_steps_are_seen(edit):

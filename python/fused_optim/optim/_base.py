@@ -78,9 +78,10 @@ class _GroupPlan:
     key: tuple[Any, ...]
     buckets: list[Bucket]
     steps_until_check: int = 0  # of the step counters' range (see _widen_step_counters); 0: on the next step
-    #: What the buckets were collected from: the group's params list (and its length) and the state's version.
-    params: list[Tensor] = field(default_factory=list)
-    n_params: int = 0
+    #: What the buckets were collected from (see FusedOptimizer._cached_plan): the group's params, as a
+    #: ``_C.TensorList`` that compares them by identity in C++ (None when built under torch.compile), and the
+    #: state's version.
+    params_handle: Any = None
     state_version: int = 0
 
     @property
@@ -452,15 +453,9 @@ class FusedOptimizer(Optimizer):
         """The group's gradients: a list with None where a param has none or, in the steady state (every param has
         one and the cached plan covers the whole group), the plan's ``_C.TensorList`` of them, collected in one C++
         pass instead of one Python attribute read per param."""
-        plan = self._plans.get(_group_key(group))
+        plan = self._cached_plan(group)
         params = group["params"]
-        if (
-            plan is not None
-            and plan.reads_grads_in_cpp
-            and plan.params is params
-            and plan.n_params == len(params)
-            and not torch.compiler.is_compiling()
-        ):
+        if plan is not None and plan.reads_grads_in_cpp and not torch.compiler.is_compiling():
             grads = plan.buckets[0].lists("params")[0].grads()
             if grads is not None:
                 return grads
@@ -520,33 +515,53 @@ class FusedOptimizer(Optimizer):
         # Options that change which state tensors the op takes (amsgrad, momentum, masters) also rebuild the plan.
         options = (self._state_keys(group), group.get("master_weights", False))
         key = (options, () if all(has_grad) else tuple(has_grad))
-        cache_key = _group_key(group)
-        plan = self._plans.get(cache_key)
-        state = self.state
-        if type(state) is not OptimizerState:  # replaced by user code (`opt.state = defaultdict(dict)`)
-            self.state = state = OptimizerState(state)
-        params = group["params"]
-        if (
-            plan is None
-            or plan.key != key
-            or plan.state_version != state.version
-            or plan.params is not params
-            or plan.n_params != len(params)
-        ):
+        plan = self._plans.get(_group_key(group))  # still current: _gradients dropped it otherwise
+        if plan is None or plan.key != key:
             # The countdown belongs to the group, not to one pattern of gradients: restarting it here would read
             # the counters (a GPU sync) on every step of a model whose set of gradients changes every step (MoE).
-            countdown = 0 if plan is None else plan.steps_until_check
-            plan = _GroupPlan(key, self._build_buckets(group, all_grads), countdown, params, len(params))
-            plan.state_version = state.version  # after the build, which creates state
-            self._plans[cache_key] = plan
+            plan = self._new_plan(group, all_grads, key, plan, 0 if plan is None else plan.steps_until_check)
         if torch.compiler.is_compiling():  # a compiled step would guard on (and recompile for) the countdown
             return plan
         plan.steps_until_check -= 1
         if plan.steps_until_check < 0 and self._widen_step_counters(group, plan):
-            plan = _GroupPlan(key, self._build_buckets(group, all_grads), _STEP_CHECK_EVERY, params, len(params))
-            plan.state_version = self.state.version
-            self._plans[cache_key] = plan
+            plan = self._new_plan(group, all_grads, key, plan, _STEP_CHECK_EVERY)
         return plan
+
+    def _new_plan(
+        self,
+        group: dict[str, Any],
+        all_grads: list[Tensor | None],
+        key: tuple[Any, ...],
+        previous: _GroupPlan | None,
+        countdown: int,
+    ) -> _GroupPlan:
+        plan = _GroupPlan(key, self._build_buckets(group, all_grads), countdown)
+        plan.state_version = self.state.version  # after the build, which creates state
+        if previous is not None:  # same params: _cached_plan checked them this step
+            plan.params_handle = previous.params_handle
+        if plan.params_handle is None and not torch.compiler.is_compiling():
+            plan.params_handle = _C.TensorList(list(group["params"]))
+        self._plans[_group_key(group)] = plan
+        return plan
+
+    def _cached_plan(self, group: dict[str, Any]) -> _GroupPlan | None:
+        """The group's cached plan if it still describes the group (None, and dropped, if not): the same params,
+        by identity and in order (a param replaced in ``group["params"]`` must not leave the old one training on
+        the new one's gradient), and state unchanged since (see _state.py)."""
+        cache_key = _group_key(group)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            return None
+        state = self.state
+        if type(state) is not OptimizerState:  # replaced by user code (`opt.state = defaultdict(dict)`)
+            self.state = state = OptimizerState(state)
+        if plan.state_version == state.version and (
+            torch.compiler.is_compiling()
+            or (plan.params_handle is not None and plan.params_handle.holds(group["params"]))
+        ):
+            return plan
+        del self._plans[cache_key]
+        return None
 
     def _widen_step_counters(self, group: dict[str, Any], plan: _GroupPlan) -> bool:
         """Make the group's float32 step counters float64 when the largest is near 2^24 (see _WIDEN_STEPS_AT);
