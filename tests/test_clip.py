@@ -162,3 +162,21 @@ def test_a_step_without_gradients_reports_a_zero_norm():
     opt.step()
     assert opt.grad_norm.item() == 0.0
     assert float(torch.nn.utils.clip_grad_norm_([torch.zeros(1, requires_grad=True)], 1.0)) == 0.0
+
+
+@pytest.mark.parametrize("norm_type", [2.0, math.inf])
+def test_complex_gradients_norm_like_torch(norm_type, device):
+    """The norms of complex gradients are those of their moduli (the max norm is max |z|, not max(|re|, |im|))."""
+    torch.manual_seed(0)
+    ours = [torch.randn(17, dtype=torch.complex64, device=device, requires_grad=True), torch.randn(5, device=device)]
+    ours[1].requires_grad_()
+    for p in ours:
+        p.grad = torch.randn_like(p)
+    ref = [p.detach().clone().requires_grad_() for p in ours]
+    for p, q in zip(ours, ref):
+        q.grad = p.grad.clone()
+    norm = fused_optim.clip_grad_norm_(ours, 0.1, norm_type)
+    expected = torch.nn.utils.clip_grad_norm_(ref, 0.1, norm_type)
+    torch.testing.assert_close(norm, expected)
+    for p, q in zip(ours, ref):
+        torch.testing.assert_close(p.grad, q.grad)

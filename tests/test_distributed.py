@@ -158,6 +158,31 @@ def scenario_bad_grad(rank):
     return {"message": "no error"}
 
 
+def scenario_partial_grad(rank):
+    """A replicated param whose gradient is still Partial (a pending sum, as tensor parallelism leaves it): the
+    clipping norm is that of the summed gradient on every rank, from clip_grad_norm_ and from max_grad_norm."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import DTensor, Partial, Replicate
+
+    mesh = init_device_mesh("cpu", (WORLD_SIZE,))
+    part = torch.arange(1.0, 7.0) * (rank + 1)  # the ranks' summands differ
+
+    def param():
+        p = torch.nn.Parameter(DTensor.from_local(torch.zeros(6), mesh, [Replicate()]))
+        p.grad = DTensor.from_local(part.clone(), mesh, [Partial()])
+        return p
+
+    p, q, r = param(), param(), param()
+    opt = fused_optim.AdamW([r], lr=0.01, max_grad_norm=1e9)
+    opt.step()
+    return {
+        "ours": float(fused_optim.clip_grad_norm_([p], 1e9)),
+        "torch": float(torch.nn.utils.clip_grad_norm_([q], 1e9).full_tensor()),
+        "max_grad_norm": float(opt.grad_norm.full_tensor() if isinstance(opt.grad_norm, DTensor) else opt.grad_norm),
+        "expected": float(torch.linalg.vector_norm(torch.arange(1.0, 7.0) * sum(range(1, WORLD_SIZE + 1)))),
+    }
+
+
 def scenario_dcp(rank, ckpt_dir):
     """Save mid-run with torch.distributed.checkpoint, load into a fresh model and optimizer, and continue: the
     result equals the uninterrupted run. bf16 params with float32 masters: the masters (sharded state) must
@@ -203,6 +228,7 @@ def _worker(rank, init_file, out_dir):
         "zero": scenario_zero,
         "fsdp2": scenario_fsdp2,
         "bad_grad": scenario_bad_grad,
+        "partial_grad": scenario_partial_grad,
         "dcp": lambda r: scenario_dcp(r, os.path.join(out_dir, "ckpt")),
     }
     try:
@@ -291,6 +317,12 @@ def test_fsdp2_lamb_uses_whole_tensor_norms(results):
     train(model, fused_optim.LAMB(model.parameters(), lr=0.02, weight_decay=0.1), data)
     for res in scenario(results, "fsdp2"):
         assert_all_close(res["lamb/fsdp2"], params_of(model), rtol=1e-5, atol=1e-5)
+
+
+def test_a_partial_gradients_norm_is_that_of_its_sum(results):
+    for res in scenario(results, "partial_grad"):
+        for key in ("ours", "torch", "max_grad_norm"):
+            assert res[key] == pytest.approx(res["expected"], rel=1e-6), key
 
 
 def test_dcp_save_load_resumes_exactly(results):

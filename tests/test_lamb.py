@@ -421,7 +421,7 @@ def shard(tensors, rank, world_size):
     return [t.chunk(world_size, dim=0)[rank].clone() for t in tensors]
 
 
-def _dist_worker(rank, world_size, init_file, out_dir):
+def _dist_worker(rank, world_size, init_file, out_dir, max_grad_norm=None):
     """One rank: its half of each tensor (and of each gradient), LAMB over the default group."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
@@ -429,7 +429,7 @@ def _dist_worker(rank, world_size, init_file, out_dir):
         full = make_params(DIST_SHAPES, torch.float32, "cpu")
         grads = grad_stream(full, DIST_STEPS)
         params = shard(full, rank, world_size)
-        opt = fused_optim.LAMB(params, process_group=dist.group.WORLD, **DIST_CONFIG)
+        opt = fused_optim.LAMB(params, process_group=dist.group.WORLD, max_grad_norm=max_grad_norm, **DIST_CONFIG)
         run(opt, params, [shard(g, rank, world_size) for g in grads])
         torch.save(params, os.path.join(out_dir, f"rank{rank}.pt"))
         dist.barrier()
@@ -440,19 +440,25 @@ def _dist_worker(rank, world_size, init_file, out_dir):
     os._exit(0)
 
 
-def test_process_group_sharded_matches_single_process(tmp_path):
+@pytest.mark.parametrize("max_grad_norm", [None, 0.5])
+def test_process_group_sharded_matches_single_process(tmp_path, max_grad_norm):
+    """The trust ratios' norms and, with max_grad_norm, the clipping norm are those of the whole tensors."""
     world_size = 2
-    mp.spawn(_dist_worker, args=(world_size, str(tmp_path / "init"), str(tmp_path)), nprocs=world_size, join=True)
+    args = (world_size, str(tmp_path / "init"), str(tmp_path), max_grad_norm)
+    mp.spawn(_dist_worker, args=args, nprocs=world_size, join=True)
     shards = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in range(world_size)]
     gathered = [torch.cat(pieces, dim=0) for pieces in zip(*shards)]
 
     full = make_params(DIST_SHAPES, torch.float32, "cpu")
     grads = grad_stream(full, DIST_STEPS)
     single = [p.clone() for p in full]
-    run(fused_optim.LAMB(single, **DIST_CONFIG), single, grads)
-    ref, _ = reference_run(full, grads, DIST_CONFIG)
-    for p, q, r in zip(gathered, single, ref):
+    run(fused_optim.LAMB(single, max_grad_norm=max_grad_norm, **DIST_CONFIG), single, grads)
+    for p, q in zip(gathered, single):
         torch.testing.assert_close(p, q, **TOL[torch.float32])
+    if max_grad_norm is not None:
+        return
+    ref, _ = reference_run(full, grads, DIST_CONFIG)
+    for p, r in zip(gathered, ref):
         torch.testing.assert_close(p, r, **TOL[torch.float32])
 
     # without the all-reduce each half would use its own norms: the comparison above can tell

@@ -15,7 +15,7 @@ import torch.distributed as dist
 from torch import Tensor
 
 try:
-    from torch.distributed.tensor import DTensor
+    from torch.distributed.tensor import DTensor, Replicate
 except ImportError:  # a torch built without distributed support has no DTensors
     DTensor = ()  # type: ignore[assignment,misc]  # isinstance(x, ()) is always False
 
@@ -36,6 +36,14 @@ def local_grad(grad: Tensor, param: Any) -> Tensor:
     if grad.device_mesh != param.device_mesh or grad.placements != param.placements:
         grad = grad.redistribute(param.device_mesh, param.placements)
     return grad.to_local()
+
+
+def without_partial(t: Any) -> Any:
+    """``t`` with its Partial placements (pending sums, as a tensor-parallel backward leaves gradients) reduced to
+    Replicate; ``t`` itself when it has none."""
+    if not any(pl.is_partial() for pl in t.placements):
+        return t
+    return t.redistribute(t.device_mesh, [Replicate() if pl.is_partial() else pl for pl in t.placements])
 
 
 def all_reduce_sharded_rows(values: Tensor, dtensors: list[Any]) -> None:

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from . import _ops
-from ._dtensor import DTensor, dist, local
+from ._dtensor import DTensor, dist, local, without_partial
 
 __all__ = ["clip_grad_norm_", "combine_norms", "total_norm"]
 
@@ -42,9 +42,12 @@ def total_norm(grads: Iterable[Tensor], norm_type: float = 2.0) -> Tensor:
             g = (g.coalesce() if g.layout == torch.sparse_coo else g).values()
         shards: tuple[Any, ...] = ()
         if isinstance(g, DTensor):
+            g = without_partial(g)  # a Partial gradient's local tensor is a summand, whose norm is no part of it
             shards = (g.device_mesh, tuple(d for d, pl in enumerate(g.placements) if pl.is_shard()))
             g = g.to_local()
-        groups.setdefault((g.device, g.dtype, shards), []).append(torch.view_as_real(g) if g.is_complex() else g)
+        if g.is_complex():  # the max norm is of |z|, not of the real and imaginary parts; the 2-norm is either
+            g = g.abs() if is_inf else torch.view_as_real(g)
+        groups.setdefault((g.device, g.dtype, shards), []).append(g)
     norms = []
     for (_, _, shards), group in groups.items():
         norm = _ops.grad_norm(group, norm_type)

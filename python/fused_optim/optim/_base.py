@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 from torch.autograd.profiler import record_function
 from torch.optim import Optimizer
@@ -496,11 +497,21 @@ class FusedOptimizer(Optimizer):
             self.grad_norm = torch.zeros(())
             return grad_scale
         norm = combine_norms(norms)
+        group = self._gradients_sharded_over()
+        if group is not None:  # each rank holds a slice of every tensor: the global norm sums over them
+            square = norm.square()
+            dist.all_reduce(square, group=group)
+            norm = square.sqrt()
         if grad_scale is not None:
             norm = norm / grad_scale.to(norm.device)
         self.grad_norm = norm
         coef = clip_coefficient(norm, self.max_grad_norm)
         return (grad_scale.to(norm.device) if grad_scale is not None else 1.0) / coef
+
+    def _gradients_sharded_over(self) -> Any:
+        """The process group over which plain-tensor params are sharded by hand (LAMB's ``process_group``), whose
+        ranks' clipping norms add up to the global one; None for none."""
+        return None
 
     def _plan(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> _GroupPlan:
         # Which params have a gradient decides the buckets. "All of them" is the common case, checked by identity

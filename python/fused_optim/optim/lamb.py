@@ -38,7 +38,8 @@ class LAMB(FusedOptimizer):
         weight_decay: added to the update as ``weight_decay * p`` before the trust ratio (as in the paper).
         bias_correction: divide the moments by ``1 - beta^t`` as Adam does.
         maximize: maximize the objective instead of minimizing it.
-        process_group: ranks over which the per-tensor norms are all-reduced (sharded parameters); None for none.
+        process_group: ranks over which the per-tensor norms (and ``max_grad_norm``'s global norm) are
+            all-reduced (sharded parameters); None for none.
         master_weights: keep float32 masters for bf16/fp16 params (``"split"``: bf16 only, exact master in 2
             extra bytes); see :class:`~fused_optim.FusedOptimizer`.
         state_dtype: dtype of the state tensors (default: the param's, or float32 with master weights).
@@ -85,6 +86,9 @@ class LAMB(FusedOptimizer):
 
     def _state_keys(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq", "step")
+
+    def _gradients_sharded_over(self) -> Any:
+        return self.process_group
 
     def _launch(
         self,
