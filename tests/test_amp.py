@@ -157,3 +157,39 @@ def test_state_dict_and_validation():
         amp.MixedPrecision(opt, accumulation_steps=0)
     with pytest.raises(ValueError, match="max_grad_norm"):
         amp.MixedPrecision(opt, max_grad_norm=-1.0)
+
+
+def test_reported_scale_is_the_one_the_step_used():
+    model = make_model()
+    opt = fused_optim.SGD(model.parameters(), lr=0.01)
+    mp = amp.MixedPrecision(opt, device_type="cpu", dtype=torch.float16, init_scale=1024.0)
+    mp.scaler._growth_interval = 1  # the scale doubles after every finite step
+    (x, y), (x2, y2) = batches(2)
+    for inputs, target, used in ((x, y, 1024.0), (x2, y2, 2048.0)):
+        with mp.autocast():
+            loss = torch.nn.functional.mse_loss(model(inputs).float(), target)
+        result = mp.backward(loss)
+        assert result.scale.item() == used
+    assert mp.scaler.get_scale() == 4096.0
+
+
+def test_an_early_step_flushes_the_accumulation():
+    """step() after 2 of 4 micro-batches (an epoch's end) steps on them and starts the next accumulation afresh;
+    a step() with nothing accumulated does nothing."""
+    model = make_model()
+    opt = fused_optim.SGD(model.parameters(), lr=0.01)
+    mp = amp.MixedPrecision(opt, device_type="cpu", dtype=torch.float16, accumulation_steps=4)
+    (x, y), *_ = batches(1)
+
+    def micro():
+        with mp.autocast():
+            loss = torch.nn.functional.mse_loss(model(x).float(), y)
+        return mp.backward(loss).stepped
+
+    assert [micro(), micro()] == [False, False]
+    before = [p.clone() for p in model.parameters()]
+    assert mp.step().stepped
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), before))
+    assert mp.state_dict()["micro_step"] == 0
+    assert [micro() for _ in range(4)] == [False, False, False, True]
+    assert not mp.step().stepped  # nothing pending: no error from the scaler, no step

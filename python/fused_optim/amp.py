@@ -153,13 +153,18 @@ class MixedPrecision:
         self._micro += 1
         if self._micro < self.accumulation_steps:
             return StepResult(stepped=False)
-        self._micro = 0
         return self.step()
 
     def step(self) -> StepResult:
-        """Clip, step, update the scale and zero the gradients now (``backward`` calls it)."""
+        """Clip, step, update the scale and zero the gradients now (``backward`` calls it on the last micro-batch;
+        call it to flush a partial accumulation, e.g. at the end of an epoch). With no ``backward`` since the last
+        step there is nothing to apply: it returns ``stepped=False``."""
+        if self._micro == 0:
+            return StepResult(stepped=False)
+        self._micro = 0  # the next accumulation starts afresh, flushed early or not
         opt = self.optimizer
-        scale = self.scaler._get_scale_async() if self.scaler.is_enabled() else None  # no host sync
+        # A copy: update() below changes the scaler's tensor in place (no host sync either way).
+        scale = self.scaler._get_scale_async().clone() if self.scaler.is_enabled() else None
         grad_norm = None
         if isinstance(opt, FusedOptimizer):
             # Unscaling and clipping both happen inside the update kernel: no pass that rewrites the gradients.
