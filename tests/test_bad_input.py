@@ -797,6 +797,7 @@ def test_total_norm_of_one_tensor_is_its_norm():
         ({"weight_decay": INF}, ValueError, r"Invalid weight_decay value: inf"),
         ({"weight_decay": "0.1"}, TypeError, r"weight_decay must be a number, got '0.1'"),
         ({"weight_decay": 0.1, "no_weight_decay": "fc.bias"}, TypeError, "no_weight_decay must be a list"),
+        ({"weight_decay": 0.1, "no_weight_decay": ["wieght"]}, ValueError, r"does not have: \['wieght'\]"),
     ],
     ids=str,
 )
@@ -814,6 +815,13 @@ def test_create_optimizer_refuses_a_module_without_trainable_params(weight_decay
     frozen = torch.nn.Linear(3, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="empty parameter list: the module has no trainable parameters"):
         fused_optim.create_optimizer("adamw", frozen, weight_decay=weight_decay)
+
+
+def test_create_optimizer_refuses_weight_decay_for_an_optimizer_without_it():
+    with pytest.raises(ValueError, match="Rprop takes no weight_decay"):
+        fused_optim.create_optimizer(torch.optim.Rprop, torch.nn.Linear(3, 2), weight_decay=0.1)
+    with pytest.raises(ValueError, match="needs a module"):
+        fused_optim.create_optimizer("adamw", torch.nn.Linear(3, 2).parameters(), no_weight_decay=["bias"])
 
 
 def test_create_optimizer_passes_the_optimizers_own_errors():

@@ -70,6 +70,27 @@ def test_filter_off_params_and_classes():
     assert opt.max_grad_norm == 1.0
 
 
+def test_no_weight_decay_holds_without_the_bias_and_norm_filter():
+    net = Net()
+    opt = fused_optim.create_optimizer(
+        "adamw", net, weight_decay=0.1, filter_bias_and_norm=False, no_weight_decay=["fc.bias", "embed.weight"]
+    )
+    by_id = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    named = dict(net.named_parameters())
+    assert {n: by_id[id(named[n])] for n in ("fc.bias", "embed.weight", "fc.weight", "norm.bias")} == {
+        "fc.bias": 0.0,
+        "embed.weight": 0.0,
+        "fc.weight": 0.1,
+        "norm.bias": 0.1,  # the filter is off: only the listed names are exempt
+    }
+
+
+def test_a_torch_optimizer_without_weight_decay():
+    """Rprop and LBFGS take no weight_decay: the default 0 is not passed to them."""
+    assert type(fused_optim.create_optimizer(torch.optim.Rprop, Net(), lr=0.01)) is torch.optim.Rprop
+    assert type(fused_optim.create_optimizer(torch.optim.LBFGS, Net().fc.parameters())) is torch.optim.LBFGS
+
+
 def test_errors():
     with pytest.raises(ValueError, match="unknown optimizer 'adamax'; known: adagrad, adam, adamw"):
         fused_optim.create_optimizer("adamax", Net())

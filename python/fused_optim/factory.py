@@ -3,6 +3,7 @@ and normalization weights (every parameter with fewer than two dimensions) get n
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Iterable
@@ -35,20 +36,29 @@ def list_optimizers() -> list[str]:
 
 
 def param_groups_weight_decay(
-    model: torch.nn.Module, weight_decay: float, no_weight_decay: Iterable[str] = ()
+    model: torch.nn.Module,
+    weight_decay: float,
+    no_weight_decay: Iterable[str] = (),
+    *,
+    filter_bias_and_norm: bool = True,
 ) -> list[dict[str, Any]]:
-    """Two param groups of ``model``'s trainable parameters: with ``weight_decay``, and without it for biases,
-    normalization weights and other parameters of fewer than two dimensions, and for the names listed in
-    ``no_weight_decay`` (exact parameter names, as ``named_parameters`` gives them)."""
+    """Two param groups of ``model``'s trainable parameters: with ``weight_decay``, and without it for the names
+    listed in ``no_weight_decay`` (exact parameter names, as ``named_parameters`` gives them; a name the model does
+    not have is an error) and, with ``filter_bias_and_norm``, for biases, normalization weights and other
+    parameters of fewer than two dimensions."""
     if isinstance(no_weight_decay, str):  # set("fc.bias") would be a set of letters, matching nothing
         raise TypeError(f"no_weight_decay must be a list of parameter names, not the string {no_weight_decay!r}")
     skip = set(no_weight_decay)
+    unknown = skip - {name for name, _ in model.named_parameters()}
+    if unknown:  # a misspelt name would leave its parameter decayed without a word
+        raise ValueError(f"no_weight_decay names parameters the model does not have: {sorted(unknown)}")
     decay: list[Tensor] = []
     no_decay: list[Tensor] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") or name in skip else decay).append(p)
+        small = filter_bias_and_norm and (p.ndim <= 1 or name.endswith(".bias"))
+        (no_decay if small or name in skip else decay).append(p)
     return [{"params": no_decay, "weight_decay": 0.0}, {"params": decay, "weight_decay": weight_decay}]
 
 
@@ -90,16 +100,25 @@ def create_optimizer(
         raise TypeError(f"weight_decay must be a number, got {weight_decay!r}")
     if not 0.0 <= weight_decay < math.inf:
         raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be finite and >= 0)")
+    takes_weight_decay = "weight_decay" in inspect.signature(cls).parameters
+    if weight_decay and not takes_weight_decay:  # Rprop, LBFGS, SparseAdam: group keys they would never read
+        raise ValueError(f"{cls.__name__} takes no weight_decay")
     if isinstance(model_or_params, torch.nn.Module):
         if not any(p.requires_grad for p in model_or_params.parameters()):  # else two empty groups, silently
             raise ValueError("optimizer got an empty parameter list: the module has no trainable parameters")
-        if weight_decay and filter_bias_and_norm:
-            params: Any = param_groups_weight_decay(model_or_params, weight_decay, no_weight_decay)
+        if weight_decay and (filter_bias_and_norm or no_weight_decay):
+            params: Any = param_groups_weight_decay(
+                model_or_params, weight_decay, no_weight_decay, filter_bias_and_norm=filter_bias_and_norm
+            )
             weight_decay = 0.0  # carried by the groups
         else:
             params = [p for p in model_or_params.parameters() if p.requires_grad]
     else:
+        if no_weight_decay:
+            raise ValueError("no_weight_decay names parameters, so it needs a module, not a list of parameters")
         params = model_or_params
     if lr is not None:
         kwargs["lr"] = lr
-    return cls(params, weight_decay=weight_decay, **kwargs)
+    if takes_weight_decay:
+        kwargs["weight_decay"] = weight_decay
+    return cls(params, **kwargs)
