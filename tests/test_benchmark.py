@@ -74,7 +74,7 @@ def test_bench_refuses_unknown_names(args, message):
 def test_bench_refuses_zero_rounds(capsys):
     with pytest.raises(SystemExit):
         main(["bench", "--rounds", "0"])
-    assert "must be positive" in capsys.readouterr().err
+    assert "--rounds: must be at least 1, got 0" in capsys.readouterr().err
 
 
 def test_benchmark_scripts_run():

@@ -85,3 +85,32 @@ def test_demo_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
     out = capsys.readouterr().out
     assert "no picture" in out and "pip install matplotlib" in out
     assert not (tmp_path / "d.png").exists()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["schedule", "cosine", "--rows", "1"], "--rows: must be at least 2, got 1"),
+        (["schedule", "cosine", "--rows", "-1"], "--rows: must be at least 2, got -1"),
+        (["schedule", "cosine", "--lr", "nan"], "--lr: must be a positive finite number, got nan"),
+        (["demo", "--lr", "-1"], "--lr: must be a positive finite number, got -1"),
+        (["demo", "--lr", "x"], "--lr: expected a number, got 'x'"),
+    ],
+    ids=str,
+)
+def test_bad_option_values_are_usage_errors(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_schedule_png_in_a_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(SystemExit, match="cannot write .*missing/x.png"):
+        main(["schedule", "cosine", "--steps", "20", "--png", str(tmp_path / "missing" / "x.png")])
+
+
+def test_profile_of_split_masters_for_fp16_says_why(capsys):
+    code = main(["profile", "--dtype", "float16", "--master-weights", "split", "--steps", "1", "--no-progress"])
+    assert code == 1
+    assert "split" in capsys.readouterr().err

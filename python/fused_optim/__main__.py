@@ -18,6 +18,7 @@ import torch
 
 import fused_optim
 from fused_optim import benchmark, demo, lr_finder, lr_scheduler, profiling
+from fused_optim._cli import int_at_least, positive_float
 
 
 def schedule(args: argparse.Namespace) -> int:
@@ -50,6 +51,8 @@ def schedule(args: argparse.Namespace) -> int:
             print("wrote", lr_scheduler.plot(make, args.steps, args.png, lr=args.lr, title=args.name))
         except ImportError as e:
             print(f"no picture: {e}")
+        except OSError as e:  # a folder that does not exist, no permission
+            raise SystemExit(f"schedule {args.name}: cannot write {args.png}: {e.strerror or e}") from None
     return 0
 
 
@@ -72,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     sc.add_argument("name", help="a get_scheduler name: linear, cosine, cosine_with_restarts, polynomial, ...")
     sc.add_argument("--steps", type=int, default=1000, help="num_training_steps")
     sc.add_argument("--warmup", type=int, default=0, help="num_warmup_steps")
-    sc.add_argument("--lr", type=float, default=1e-3, help="the peak lr")
-    sc.add_argument("--rows", type=int, default=21, help="table rows")
+    sc.add_argument("--lr", type=positive_float, default=1e-3, help="the peak lr")
+    sc.add_argument("--rows", type=int_at_least(2), default=21, help="table rows (at least 2: the first and last step)")
     sc.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="scheduler_specific_kwargs")
     sc.add_argument("--png", help="also draw the schedule to this PNG (needs matplotlib)")
     sc.set_defaults(func=schedule)

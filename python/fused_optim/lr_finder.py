@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._cli import positive_float, positive_int
 from .progress import Progress
 
 __all__ = ["LRFinderResult", "find_lr", "add_cli"]
@@ -560,11 +561,11 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME",
         help=f"one of {', '.join(list_optimizers())} (default adamw)",
     )
-    p.add_argument("--start-lr", type=_positive_float, default=1e-7, help="first lr of the sweep (default 1e-7)")
-    p.add_argument("--end-lr", type=_positive_float, default=10.0, help="last lr of the sweep (default 10)")
-    p.add_argument("--steps", type=_positive_int, default=100, help="steps of the sweep, one batch each (default 100)")
-    p.add_argument("--batch-size", type=_positive_int, default=256, help="batch size (default 256)")
-    p.add_argument("--samples", type=_positive_int, default=8192, help="size of the generated data set (default 8192)")
+    p.add_argument("--start-lr", type=positive_float, default=1e-7, help="first lr of the sweep (default 1e-7)")
+    p.add_argument("--end-lr", type=positive_float, default=10.0, help="last lr of the sweep (default 10)")
+    p.add_argument("--steps", type=positive_int, default=100, help="steps of the sweep, one batch each (default 100)")
+    p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
+    p.add_argument("--samples", type=positive_int, default=8192, help="size of the generated data set (default 8192)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay (default 0)")
     p.add_argument(
         "--device",
@@ -572,24 +573,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         default="cuda" if torch.cuda.is_available() else "cpu",
         help="where to run (default: cuda when a GPU is visible)",
     )
-    p.add_argument("--rows", type=_positive_int, default=21, help="rows of the printed table (default 21)")
+    p.add_argument("--rows", type=positive_int, default=21, help="rows of the printed table (default 21)")
     p.add_argument("--png", default="", help="also draw loss against lr to this PNG (needs matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_find_lr)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value

@@ -796,6 +796,8 @@ def lr_values(schedule: Schedule, steps: int | Iterable[int], lr: float = 1.0) -
 def table(schedule: Schedule, steps: int | Iterable[int], lr: float = 1.0, rows: int = 21) -> str:
     """A compact two-column table of lr against step: at most ``rows`` evenly spaced steps of ``range(steps)``
     (first and last included), or exactly the steps given."""
+    if rows < 2:
+        raise ValueError(f"rows must be at least 2 (the first and the last step), got {rows}")
     if isinstance(steps, int) and steps > rows:
         steps = sorted({round(i * (steps - 1) / (rows - 1)) for i in range(rows)})
     pairs = lr_values(schedule, steps, lr)

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from . import _C
+from ._cli import int_at_least, positive_float
 from ._dtensor import local
 from .bandwidth import measure_bandwidth
 from .factory import _REGISTRY, create_optimizer, list_optimizers
@@ -806,29 +807,6 @@ class _CliError(Exception):
     pass
 
 
-def _int_at_least(low: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def _default_device() -> str:
     return "cuda" if torch.cuda.is_available() and _C.cuda_compiled else "cpu"
 
@@ -865,16 +843,16 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="float32 masters for half params (bare flag: true; split: bf16 only); fused_optim only",
     )
     p.add_argument("--state-dtype", choices=list(_DTYPES), help="dtype of the moments/buffers; fused_optim only")
-    p.add_argument("--max-grad-norm", type=_positive_float, help="clip in the kernel to this norm; fused_optim only")
+    p.add_argument("--max-grad-norm", type=positive_float, help="clip in the kernel to this norm; fused_optim only")
     p.add_argument(
         "--impl", choices=list(_TORCH_IMPLS), default="default", help="torch.optim's implementation (torch.* only)"
     )
-    p.add_argument("--steps", type=_int_at_least(1), default=20, help="timed steps (default: 20)")
-    p.add_argument("--warmup", type=_int_at_least(0), default=3, help="untimed steps first (default: 3)")
-    p.add_argument("--profiler-steps", type=_int_at_least(0), default=3, help="steps under torch.profiler (default: 3)")
+    p.add_argument("--steps", type=int_at_least(1), default=20, help="timed steps (default: 20)")
+    p.add_argument("--warmup", type=int_at_least(0), default=3, help="untimed steps first (default: 3)")
+    p.add_argument("--profiler-steps", type=int_at_least(0), default=3, help="steps under torch.profiler (default: 3)")
     p.add_argument("--device", default=_default_device(), help=f"cpu, cuda, cuda:1, ... (default: {_default_device()})")
     p.add_argument(
-        "--bandwidth", type=_positive_float, metavar="GBPS", help="the machine's bandwidth in GB/s (default: measure)"
+        "--bandwidth", type=positive_float, metavar="GBPS", help="the machine's bandwidth in GB/s (default: measure)"
     )
     p.add_argument("--json", action="store_true", help="print the profile as JSON instead of the report")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -911,7 +889,7 @@ def _profile_command(args: argparse.Namespace) -> int:
             restore=False,  # throwaway params: no need for a copy
             progress=not args.no_progress,
         )
-    except RuntimeError as e:  # e.g. an implementation that does not support this device or dtype
+    except (RuntimeError, ValueError, TypeError) as e:  # e.g. split masters of fp16 params, refused at the step
         print(f"profile: error: {args.optimizer}'s step failed: {e}", file=sys.stderr)
         return 1
     print(json.dumps(profile.to_dict(), indent=1) if args.json else profile.report())
