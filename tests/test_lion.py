@@ -38,8 +38,8 @@ def lion_reference_step(params, grads, state, *, lr, betas, weight_decay, maximi
         m = beta2 * m + (1 - beta2) * g
 
     sign() turns a rounding difference of a c near 0 into a move of 2 * lr: each state counts, per element, the
-    steps whose |c| was within ``near_zero`` times the size of its terms (state["flips"]), so the comparison can
-    allow 2 * lr for each of those and nothing elsewhere."""
+    steps whose |c| was within ``near_zero`` times the size of its terms or below float32's normal range
+    (state["flips"]), so the comparison can allow 2 * lr for each of those and nothing elsewhere."""
     beta1, beta2 = betas
     for p, g, s in zip(params, grads, state):
         if g is None:
@@ -50,7 +50,10 @@ def lion_reference_step(params, grads, state, *, lr, betas, weight_decay, maximi
         m = s["exp_avg"].double()
         g64 = g.double() * (-1.0 if maximize else 1.0)
         c = beta1 * m + (1 - beta1) * g64
-        s["flips"] += (c.abs() <= near_zero * (beta1 * m.abs() + (1 - beta1) * g64.abs())).cpu()
+        # also a c below float32's normal range: the kernels compute in float32, where a beta of 1e-111 is 0 and
+        # c = beta1 * m with g = 0 has no sign left (found by the long hypothesis profile)
+        near = c.abs() <= near_zero * (beta1 * m.abs() + (1 - beta1) * g64.abs())
+        s["flips"] += (near | (c.abs() < torch.finfo(torch.float32).tiny)).cpu()
         p.copy_(p.double() * (1 - lr * weight_decay) - lr * torch.sign(c))
         s["exp_avg"].copy_(beta2 * m + (1 - beta2) * g64)
 
