@@ -29,7 +29,7 @@ struct DeviceScalar {
     }
     return s;
   }
-  __device__ bool on_device() const { return device != nullptr; }
+  __host__ __device__ bool on_device() const { return device != nullptr; }
   __device__ double get() const { return device ? load1<double>(device, dtype, 0) : host; }
 };
 
@@ -75,7 +75,7 @@ inline void advance_steps(at::TensorList steps) {
 }
 inline void undo_skipped_steps(at::TensorList steps, const DeviceScalars& scalars,
                                const std::optional<at::Tensor>& found_inf) {
-  if (!found_inf || scalars.found_inf.device == nullptr || steps.empty()) return;
+  if (!scalars.found_inf.on_device() || steps.empty()) return;
   // Take back exactly one: the kernels skip on any non-zero flag, but GradScaler sums its per-device flags (2.0
   // when two devices overflowed) and a NaN flag would poison the counters. The foreach op wants a 0-dim tensor.
   const at::Tensor skipped = found_inf->ne(0).to(steps[0].scalar_type()).reshape({});

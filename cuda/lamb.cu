@@ -41,13 +41,12 @@ struct LambNormsFunctor {
       param_sq += x[0] * x[0];
       dir_sq += u * u;
     });
-    double block_param_sq = param_sq;
-    double block_dir_sq = dir_sq;
-    block_sum2(block_param_sq, block_dir_sq);
+    double sums[2] = {param_sq, dir_sq};
+    block_reduce<2>(sums, 0.0, [](double x, double y) { return x + y; });
     if (threadIdx.x == 0) {
       double* out = sq_norms + 2 * static_cast<int64_t>(meta.tensor_index[r.tensor]);
-      atomicAdd(out, block_param_sq);
-      atomicAdd(out + 1, block_dir_sq);
+      atomicAdd(out, sums[0]);
+      atomicAdd(out + 1, sums[1]);
     }
   }
 };

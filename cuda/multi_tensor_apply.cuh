@@ -66,13 +66,4 @@ __device__ inline void block_reduce(T (&v)[N], T identity, Combine combine) {
   }
 }
 
-// Sums a and b over the threads of a block; the totals are valid in thread 0.
-template <typename T>
-__device__ inline void block_sum2(T& a, T& b) {
-  T v[2] = {a, b};
-  block_reduce<2>(v, T(0), [](T x, T y) { return x + y; });
-  a = v[0];
-  b = v[1];
-}
-
 }  // namespace fused_optim::cuda

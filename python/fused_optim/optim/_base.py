@@ -455,12 +455,11 @@ class FusedOptimizer(Optimizer):
         one and the cached plan covers the whole group), the plan's ``_C.TensorList`` of them, collected in one C++
         pass instead of one Python attribute read per param."""
         plan = self._cached_plan(group)
-        params = group["params"]
         if plan is not None and plan.reads_grads_in_cpp and not torch.compiler.is_compiling():
             grads = plan.buckets[0].lists("params")[0].grads()
             if grads is not None:
                 return grads
-        return [p.grad for p in params]
+        return [p.grad for p in group["params"]]
 
     def _lr_arg(self, group: dict[str, Any], device: torch.device) -> Tensor:
         """The group's lr as the one-element tensor the operators take. A tensor lr stays where it is unless it is
@@ -584,11 +583,14 @@ class FusedOptimizer(Optimizer):
             return False
         if top < _WIDEN_STEPS_AT:
             return False
-        for p in group["params"]:
-            step = self.state[p].get("step") if p in self.state else None
-            if step is not None and step.dtype == torch.float32:
-                self.state[p]["step"] = step.to(torch.float64)
+        for p, step in self._float32_steps(group):
+            self.state[p]["step"] = step.to(torch.float64)
         return True
+
+    def _float32_steps(self, group: dict[str, Any]) -> list[tuple[Tensor, Tensor]]:
+        """(param, step counter) of the group's params whose counter is float32."""
+        steps = [(p, self.state[p].get("step")) for p in group["params"] if p in self.state]
+        return [(p, s) for p, s in steps if s is not None and s.dtype == torch.float32]
 
     def _largest_float32_step(self, group: dict[str, Any], plan: _GroupPlan) -> float | None:
         """The largest float32 step counter of every param of the group, those without a gradient this step
@@ -599,9 +601,8 @@ class FusedOptimizer(Optimizer):
             if top is not None:
                 return top
         by_device: dict[torch.device, list[Tensor]] = {}
-        for p in group["params"]:
-            step = self.state[p].get("step") if p in self.state else None
-            if step is not None and step.dtype == torch.float32 and step.device.type != "meta":
+        for _, step in self._float32_steps(group):
+            if step.device.type != "meta":
                 by_device.setdefault(step.device, []).append(step)
         top = 0.0
         for device, steps in by_device.items():
