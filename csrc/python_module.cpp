@@ -18,16 +18,17 @@ namespace {
 // Replays the CUDA engine's launch plan on the host, for tests: returns, for every block of every launch,
 // (launch, tensor index, begin, end, threads_ok), where threads_ok says that simulating the block's threads over
 // its range visited each element exactly once (checked when check_threads is set).
-template <int DEPTH>
-std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> replay(const std::vector<int64_t>& numels,
-                                                                         bool aligned, bool check_threads) {
+using ReplayedBlocks = std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>>;
+
+template <int DEPTH, int kArgBytes>
+ReplayedBlocks replay(const std::vector<int64_t>& numels, bool aligned, bool check_threads) {
   namespace fc = fused_optim::cuda;
-  std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> out;
+  ReplayedBlocks out;
   int64_t launch_id = 0;
-  fc::plan_launches<DEPTH>(
+  fc::plan_launches<DEPTH, kArgBytes>(
       static_cast<int64_t>(numels.size()), [&](int64_t i) { return numels[i]; },
       [&](int64_t i, int d) { return reinterpret_cast<void*>((i + 1) * 4096 + d); },
-      [&](const fc::TensorListMeta<DEPTH>& meta, int blocks) {
+      [&](const fc::TensorListMeta<DEPTH, kArgBytes>& meta, int blocks) {
         for (int b = 0; b < blocks; ++b) {
           const fc::BlockRange r = fc::block_range(meta, b);
           bool ok = r.begin < r.end;
@@ -50,6 +51,20 @@ std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, bool>> replay(const s
         ++launch_id;
       });
   return out;
+}
+
+template <int kArgBytes>
+ReplayedBlocks replay_depth(const std::vector<int64_t>& numels, int depth, bool aligned, bool check_threads) {
+  switch (depth) {
+    case 1: return replay<1, kArgBytes>(numels, aligned, check_threads);
+    case 2: return replay<2, kArgBytes>(numels, aligned, check_threads);
+    case 3: return replay<3, kArgBytes>(numels, aligned, check_threads);
+    case 4: return replay<4, kArgBytes>(numels, aligned, check_threads);
+    case 5: return replay<5, kArgBytes>(numels, aligned, check_threads);
+    case 6: return replay<6, kArgBytes>(numels, aligned, check_threads);
+    case 7: return replay<7, kArgBytes>(numels, aligned, check_threads);  // Adam with amsgrad and a master
+    default: TORCH_CHECK(false, "_replay_cuda_plan: depth must be 1..", fused_optim::cuda::kMaxDepth, ", got ", depth);
+  }
 }
 
 // Runs the CPU engine's split over fake tensors of the given sizes (nothing is allocated), for tests: returns the
@@ -163,19 +178,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("set_cpu_isa", &fused_optim::cpu::set_isa, "Use the CPU kernels of another instruction set (for tests).");
   m.def(
       "_replay_cuda_plan",
-      [](const std::vector<int64_t>& numels, int depth, bool aligned, bool check_threads) {
-        switch (depth) {
-          case 1: return replay<1>(numels, aligned, check_threads);
-          case 2: return replay<2>(numels, aligned, check_threads);
-          case 3: return replay<3>(numels, aligned, check_threads);
-          case 4: return replay<4>(numels, aligned, check_threads);
-          case 5: return replay<5>(numels, aligned, check_threads);
-          case 6: return replay<6>(numels, aligned, check_threads);
-          case 7: return replay<7>(numels, aligned, check_threads);  // Adam with amsgrad and a master
-          default: TORCH_CHECK(false, "_replay_cuda_plan: depth must be 1..7, got ", depth);
-        }
+      [](const std::vector<int64_t>& numels, int depth, bool aligned, bool check_threads, int arg_bytes) {
+        TORCH_CHECK(arg_bytes == fused_optim::cuda::kClassicArgBytes || arg_bytes == fused_optim::cuda::kLargeArgBytes,
+                    "_replay_cuda_plan: arg_bytes must be ", fused_optim::cuda::kClassicArgBytes, " or ",
+                    fused_optim::cuda::kLargeArgBytes, ", got ", arg_bytes);
+        return arg_bytes == fused_optim::cuda::kLargeArgBytes
+                   ? replay_depth<fused_optim::cuda::kLargeArgBytes>(numels, depth, aligned, check_threads)
+                   : replay_depth<fused_optim::cuda::kClassicArgBytes>(numels, depth, aligned, check_threads);
       },
-      py::arg("numels"), py::arg("depth"), py::arg("aligned") = true, py::arg("check_threads") = true);
+      py::arg("numels"), py::arg("depth"), py::arg("aligned") = true, py::arg("check_threads") = true,
+      py::arg("arg_bytes") = fused_optim::cuda::kClassicArgBytes);
   py::class_<CachedTensorList>(m, "TensorList",
                                "A list of tensors converted once, for ops called every step with the same tensors.")
       .def(py::init([](std::vector<at::Tensor> tensors) { return CachedTensorList{std::move(tensors)}; }))
@@ -249,5 +261,4 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #undef FUSED_OPTIM_EAGER
   m.def("_cpu_spans", &cpu_spans, py::arg("numels"));
   m.attr("chunk_size") = fused_optim::cuda::kChunkSize;
-  m.attr("max_blocks_per_launch") = fused_optim::cuda::kMaxBlocks;
 }

@@ -22,7 +22,7 @@ struct AdagradFunctor {
   Dtypes<kLists> dtypes;
   Master master;
 
-  __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
+  __device__ void operator()(const LaunchMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
     const double step = scalars.step(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
     const auto c = rules::adagrad_coeffs<acc_t>(hyper, scalars.lr.get(), step, scalars.inv_grad_scale());

@@ -23,7 +23,7 @@ struct AdamFunctor {
   Dtypes<kLists> dtypes;
   Master master;
 
-  __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
+  __device__ void operator()(const LaunchMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
     const double step = scalars.step(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
     const rules::AdamCoeffs<acc_t> c =

@@ -28,7 +28,7 @@ struct LambNormsFunctor {
   Master master;
   double* sq_norms;  // (n, 2), zeroed
 
-  __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
+  __device__ void operator()(const LaunchMeta<kDepth>& meta, const BlockRange& r) const {
     const double step = scalars.next_step(meta.addresses[kDepth - 1][r.tensor]);  // lamb_ advances it
     const auto c = rules::lamb_coeffs<acc_t>(hyper, step, scalars.inv_grad_scale());
     void* ptr[kLists];
@@ -63,7 +63,7 @@ struct LambFunctor {
   Master master;
   const acc_t* sq_norms;
 
-  __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
+  __device__ void operator()(const LaunchMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
     const double step = scalars.step(meta.addresses[kDepth - 1][r.tensor]);  // already advanced
     const auto c = rules::lamb_coeffs<acc_t>(hyper, step, scalars.inv_grad_scale());

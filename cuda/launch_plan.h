@@ -2,38 +2,63 @@
 // launch block by block and thread by thread (fused_optim._C._replay_cuda_plan) and check that every element of
 // every tensor is visited exactly once: tails, empty tensors, launch boundaries and 64-bit offsets included.
 //
-// A launch carries, in its kernel arguments, up to kMaxTensors<DEPTH> tensors (DEPTH pointers each) and up to
-// kMaxBlocks blocks; block b works on chunk block_to_chunk[b] of tensor block_to_tensor[b]. A tensor too big for
-// one launch continues in the next.
+// A launch carries, in its kernel arguments, up to kMaxTensors tensors (DEPTH pointers each) and up to kMaxBlocks
+// blocks; block b works on chunk block_to_chunk[b] of tensor block_to_tensor[b]. A tensor too big for one launch
+// continues in the next. Both limits follow from the kernel-argument space, kArgBytes: the classic 4 KB, or the
+// 32 KB that newer CUDA allows (multi_tensor_apply.cuh picks; the CPU replay test runs both).
 #pragma once
 
 #include <c10/macros/Macros.h>
 
 #include <cstdint>
+#include <limits>
+#include <type_traits>
+#include <utility>
 
 namespace fused_optim::cuda {
 
-constexpr int kMaxBlocks = 320;
+constexpr int kClassicArgBytes = 4096;
+constexpr int kLargeArgBytes = 32764;  // CUDA 12.1+ on sm_70+
+constexpr int kFunctorArgBytes = 256;  // left for the functor's own arguments (checked at each launch site)
 constexpr int64_t kChunkSize = 65536;  // elements per block; a multiple of every vector width we use
+constexpr int kMaxDepth = 7;           // Adam with amsgrad, a master and the step counter
 
-// Sized so that TensorListMeta stays under the classic 4 KiB kernel-argument limit.
-template <int DEPTH>
-constexpr int kMaxTensors = DEPTH <= 1   ? 110
-                            : DEPTH == 2 ? 64
-                            : DEPTH == 3 ? 48
-                            : DEPTH == 4 ? 36
-                            : DEPTH == 5 ? 30
-                                         : 24;
+template <int kArgBytes>
+constexpr int kMaxBlocks = kArgBytes > kClassicArgBytes ? 2048 : 320;
 
-template <int DEPTH>
+// Position of a block's tensor within its launch.
+template <int kArgBytes>
+using LaunchTensorIndex = std::conditional_t<(kArgBytes > kClassicArgBytes), uint16_t, uint8_t>;
+
+// What the blocks' table leaves of the budget, shared out among tensors of DEPTH pointers, a numel and an index
+// each (8 bytes kept for padding).
+template <int DEPTH, int kArgBytes>
+constexpr int kMaxTensors =
+    static_cast<int>((kArgBytes - kFunctorArgBytes - 8 -
+                      kMaxBlocks<kArgBytes> * (sizeof(LaunchTensorIndex<kArgBytes>) + sizeof(int32_t))) /
+                     (DEPTH * sizeof(void*) + sizeof(int64_t) + sizeof(int32_t)));
+
+template <int DEPTH, int kArgBytes>
 struct TensorListMeta {
-  void* addresses[DEPTH][kMaxTensors<DEPTH>];
-  int64_t numel[kMaxTensors<DEPTH>];
-  int32_t tensor_index[kMaxTensors<DEPTH>];  // position in the op's lists, for per-tensor scalars (step counts)
-  uint8_t block_to_tensor[kMaxBlocks];
-  int32_t block_to_chunk[kMaxBlocks];
+  static constexpr int kTensors = kMaxTensors<DEPTH, kArgBytes>;
+  static constexpr int kBlocks = kMaxBlocks<kArgBytes>;
+  void* addresses[DEPTH][kTensors];
+  int64_t numel[kTensors];
+  int32_t tensor_index[kTensors];  // position in the op's lists, for per-tensor scalars (step counts)
+  LaunchTensorIndex<kArgBytes> block_to_tensor[kBlocks];
+  int32_t block_to_chunk[kBlocks];
 };
-static_assert(sizeof(TensorListMeta<6>) < 4096 - 256, "metadata must leave room for the functor's arguments");
+
+template <int kArgBytes, int... kDepthsBelow>
+constexpr bool metadata_leaves_room(std::integer_sequence<int, kDepthsBelow...>) {
+  return ((sizeof(TensorListMeta<kDepthsBelow + 1, kArgBytes>) <= kArgBytes - kFunctorArgBytes) && ...) &&
+         ((kMaxTensors<kDepthsBelow + 1, kArgBytes> - 1 <= std::numeric_limits<LaunchTensorIndex<kArgBytes>>::max()) &&
+          ...);
+}
+static_assert(metadata_leaves_room<kClassicArgBytes>(std::make_integer_sequence<int, kMaxDepth>{}),
+              "metadata must leave room for the functor's arguments at every depth");
+static_assert(metadata_leaves_room<kLargeArgBytes>(std::make_integer_sequence<int, kMaxDepth>{}),
+              "metadata must leave room for the functor's arguments at every depth");
 
 // The elements block `block` of a launch owns: [begin, end) of the launch-local tensor `tensor`.
 struct BlockRange {
@@ -42,8 +67,8 @@ struct BlockRange {
   int64_t end;
 };
 
-template <int DEPTH>
-C10_HOST_DEVICE inline BlockRange block_range(const TensorListMeta<DEPTH>& meta, int block) {
+template <int DEPTH, int kArgBytes>
+C10_HOST_DEVICE inline BlockRange block_range(const TensorListMeta<DEPTH, kArgBytes>& meta, int block) {
   const int t = meta.block_to_tensor[block];
   const int64_t begin = static_cast<int64_t>(meta.block_to_chunk[block]) * kChunkSize;
   const int64_t end = begin + kChunkSize < meta.numel[t] ? begin + kChunkSize : meta.numel[t];
@@ -66,9 +91,10 @@ C10_HOST_DEVICE inline void for_each_in_block(const BlockRange& r, bool aligned,
 
 // Packs tensors into launches. `numel(i)` and `address(i, d)` describe tensor i of n; `launch(meta, blocks)` is
 // called for each full (or final) launch.
-template <int DEPTH, typename Numel, typename Address, typename Launch>
+template <int DEPTH, int kArgBytes, typename Numel, typename Address, typename Launch>
 void plan_launches(int64_t n, Numel&& numel, Address&& address, Launch&& launch) {
-  TensorListMeta<DEPTH> meta;
+  using Meta = TensorListMeta<DEPTH, kArgBytes>;
+  Meta meta;
   int tensors = 0;
   int blocks = 0;
   for (int64_t i = 0; i < n; ++i) {
@@ -80,12 +106,12 @@ void plan_launches(int64_t n, Numel&& numel, Address&& address, Launch&& launch)
     ++tensors;
     const int64_t chunks = (size + kChunkSize - 1) / kChunkSize;
     for (int64_t c = 0; c < chunks; ++c) {
-      meta.block_to_tensor[blocks] = static_cast<uint8_t>(tensors - 1);
+      meta.block_to_tensor[blocks] = static_cast<LaunchTensorIndex<kArgBytes>>(tensors - 1);
       meta.block_to_chunk[blocks] = static_cast<int32_t>(c);
       ++blocks;
       const bool last_chunk = c == chunks - 1;
-      const bool blocks_full = blocks == kMaxBlocks;
-      const bool tensors_full = tensors == kMaxTensors<DEPTH> && last_chunk;
+      const bool blocks_full = blocks == Meta::kBlocks;
+      const bool tensors_full = tensors == Meta::kTensors && last_chunk;
       if (blocks_full || tensors_full) {
         launch(meta, blocks);
         blocks = 0;

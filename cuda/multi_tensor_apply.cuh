@@ -11,17 +11,30 @@ namespace fused_optim::cuda {
 
 constexpr int kThreads = 512;
 
+// The kernel-argument space of a launch. CUDA 12.1+ accepts 32 KB on sm_70+ (fewer, fuller launches: 1000 small
+// tensors of Adam take 3 launches instead of 24), but a 12.x build may run on an older 12.0 driver (minor-version
+// compatibility) that refuses them; every driver that runs a CUDA 13 build takes them, so that is where we switch.
+// -DFUSED_OPTIM_CLASSIC_KERNEL_ARGS keeps 4 KB (to compare the two on a GPU, or to check that a CUDA 12 build fits).
+#if defined(CUDART_VERSION) && CUDART_VERSION >= 13000 && !defined(FUSED_OPTIM_CLASSIC_KERNEL_ARGS)
+constexpr int kKernelArgBytes = kLargeArgBytes;
+#else
+constexpr int kKernelArgBytes = kClassicArgBytes;
+#endif
+
+template <int DEPTH>
+using LaunchMeta = TensorListMeta<DEPTH, kKernelArgBytes>;
+
 template <int DEPTH, typename Functor>
-__global__ void __launch_bounds__(kThreads) multi_tensor_kernel(const TensorListMeta<DEPTH> meta, Functor f) {
+__global__ void __launch_bounds__(kThreads) multi_tensor_kernel(const LaunchMeta<DEPTH> meta, Functor f) {
   f(meta, block_range(meta, blockIdx.x));
 }
 
 // `address(i, d)` is the pointer of tensor i in list d (the functor knows what each list holds).
 template <int DEPTH, typename Numel, typename Address, typename Functor>
 void multi_tensor_apply(int64_t n, Numel&& numel, Address&& address, const Functor& functor) {
-  static_assert(sizeof(TensorListMeta<DEPTH>) + sizeof(Functor) <= 4096, "kernel arguments exceed 4 KB");
+  static_assert(sizeof(LaunchMeta<DEPTH>) + sizeof(Functor) <= kKernelArgBytes, "kernel arguments too large");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  plan_launches<DEPTH>(n, numel, address, [&](const TensorListMeta<DEPTH>& meta, int blocks) {
+  plan_launches<DEPTH, kKernelArgBytes>(n, numel, address, [&](const LaunchMeta<DEPTH>& meta, int blocks) {
     multi_tensor_kernel<DEPTH><<<blocks, kThreads, 0, stream>>>(meta, functor);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -32,11 +45,6 @@ template <typename T, int kVec>
 struct alignas(sizeof(T) * kVec) Pack {
   T v[kVec];
 };
-
-template <int kVec, typename T>
-__device__ inline bool is_aligned(const T* p) {
-  return reinterpret_cast<uintptr_t>(p) % (sizeof(T) * kVec) == 0;
-}
 
 }  // namespace fused_optim::cuda
 

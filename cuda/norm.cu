@@ -30,7 +30,7 @@ struct NormFunctor {
   Dtypes<1> dtypes;
   out_t* out;
 
-  __device__ void operator()(const TensorListMeta<1>& meta, const BlockRange& r) const {
+  __device__ void operator()(const LaunchMeta<1>& meta, const BlockRange& r) const {
     void* ptr[1] = {meta.addresses[0][r.tensor]};
     acc_t value = 0;
     apply_typed<acc_t, 1, 0b1, kVec>(ptr, dtypes.d, MasterRef{}, r, [&](acc_t(&x)[1]) {

@@ -22,7 +22,7 @@ struct RmspropFunctor {
   Dtypes<kLists> dtypes;
   Master master;
 
-  __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
+  __device__ void operator()(const LaunchMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
     const auto c = rules::rmsprop_coeffs<acc_t>(hyper, scalars.lr.get(), scalars.inv_grad_scale());
     void* ptr[kLists];

@@ -23,7 +23,7 @@ struct SgdFunctor {
   Dtypes<kLists> dtypes;
   Master master;
 
-  __device__ void operator()(const TensorListMeta<kDepth>& meta, const BlockRange& r) const {
+  __device__ void operator()(const LaunchMeta<kDepth>& meta, const BlockRange& r) const {
     if (scalars.skip()) return;
     const rules::SgdCoeffs<acc_t> c =
         rules::sgd_coeffs<acc_t>(hyper, scalars.lr.get(), scalars.inv_grad_scale(), first_step);

@@ -138,15 +138,39 @@ __device__ inline void apply_typed(void* const (&ptr)[N], const Dtype (&dtype)[N
     if (master.mode == Master::kFull) static_cast<float*>(master.ptr)[i] = static_cast<float>(v);
     store1<acc_t>(ptr[0], dtype[0], i, v);  // rounded to nearest even
   };
+  // The same, kVec elements with one vector access per array (the master's halves included).
+  const auto load_param_pack = [&](int64_t i, acc_t(&out)[kVec]) {
+    if (master.mode == Master::kFull) {
+      load_pack<kVec, float>(master.ptr, i, out);
+    } else if (master.mode == Master::kSplit) {
+      const auto high = *reinterpret_cast<const Pack<uint16_t, kVec>*>(static_cast<const uint16_t*>(ptr[0]) + i);
+      const auto low = *reinterpret_cast<const Pack<uint16_t, kVec>*>(static_cast<const uint16_t*>(master.ptr) + i);
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) out[k] = static_cast<acc_t>(join_split(high.v[k], low.v[k]));
+    } else {
+      load_pack<kVec>(ptr[0], i, out, dtype[0]);
+    }
+  };
+  const auto store_param_pack = [&](int64_t i, const acc_t(&v)[kVec]) {
+    if (master.mode == Master::kSplit) {
+      Pack<uint16_t, kVec> high, low;
+#pragma unroll
+      for (int k = 0; k < kVec; ++k) {
+        const uint32_t bits = __float_as_uint(static_cast<float>(v[k]));
+        high.v[k] = static_cast<uint16_t>(bits >> 16);
+        low.v[k] = static_cast<uint16_t>(bits & 0xffffu);
+      }
+      *reinterpret_cast<Pack<uint16_t, kVec>*>(static_cast<uint16_t*>(ptr[0]) + i) = high;
+      *reinterpret_cast<Pack<uint16_t, kVec>*>(static_cast<uint16_t*>(master.ptr) + i) = low;
+      return;
+    }
+    if (master.mode == Master::kFull) store_pack<kVec, float>(master.ptr, i, v);
+    store_pack<kVec>(ptr[0], i, v, dtype[0]);  // rounded to nearest even
+  };
   for_each_in_block<kVec>(r, aligned, threadIdx.x, blockDim.x, [&](int64_t i, int count) {
     if (count == kVec) {
       acc_t in[N][kVec];
-      if (master.mode == Master::kNone) {
-        load_pack<kVec>(ptr[0], i, in[0], dtype[0]);
-      } else {
-#pragma unroll
-        for (int k = 0; k < kVec; ++k) in[0][k] = load_param1(i + k);
-      }
+      load_param_pack(i, in[0]);
 #pragma unroll
       for (int d = 1; d < N; ++d) load_pack<kVec>(ptr[d], i, in[d], dtype[d]);
 #pragma unroll
@@ -158,14 +182,7 @@ __device__ inline void apply_typed(void* const (&ptr)[N], const Dtype (&dtype)[N
 #pragma unroll
         for (int d = 0; d < N; ++d) in[d][k] = x[d];
       }
-      if (!(kReadOnly & 1u)) {
-        if (master.mode == Master::kNone) {
-          store_pack<kVec>(ptr[0], i, in[0], dtype[0]);
-        } else {
-#pragma unroll
-          for (int k = 0; k < kVec; ++k) store_param1(i + k, in[0][k]);
-        }
-      }
+      if (!(kReadOnly & 1u)) store_param_pack(i, in[0]);
 #pragma unroll
       for (int d = 1; d < N; ++d) {
         if (!(kReadOnly & (1u << d))) store_pack<kVec>(ptr[d], i, in[d], dtype[d]);

@@ -24,7 +24,8 @@ class Adam(FusedOptimizer):
     Args:
         params: parameters or param groups (dicts), as for any torch optimizer.
         lr: learning rate, a float or a one-element tensor.
-        betas: coefficients of the running averages of the gradient and its square.
+        betas: coefficients of the running averages of the gradient and its square (floats, or one-element
+            tensors, read on the host each step as in torch's fused path).
         eps: added to the denominator for numerical stability.
         weight_decay: L2 penalty (decoupled from the gradient with ``decoupled_weight_decay``).
         amsgrad: use the maximum of past second moments (AMSGrad).
