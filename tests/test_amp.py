@@ -193,3 +193,26 @@ def test_an_early_step_flushes_the_accumulation():
     assert mp.state_dict()["micro_step"] == 0
     assert [micro() for _ in range(4)] == [False, False, False, True]
     assert not mp.step().stepped  # nothing pending: no error from the scaler, no step
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_flushed_partial_accumulation_steps_on_the_mean_of_its_losses(dtype):
+    """Each loss was divided by accumulation_steps = 4; after 2 micro-batches the step must see the mean of the 2
+    (as a step with accumulation_steps = 2 would), not half of it."""
+    model = make_model()
+    twin = copy.deepcopy(model)
+    (x1, y1), (x2, y2) = batches(2)
+    mp = amp.MixedPrecision(fused_optim.SGD(model.parameters(), lr=0.1), device_type="cpu", dtype=dtype,
+                            accumulation_steps=4)  # fmt: skip
+    ref = amp.MixedPrecision(fused_optim.SGD(twin.parameters(), lr=0.1), device_type="cpu", dtype=dtype,
+                             accumulation_steps=2)  # fmt: skip
+    for m, run in ((model, mp), (twin, ref)):
+        stepped = []
+        for x, y in ((x1, y1), (x2, y2)):
+            with run.autocast():
+                loss = torch.nn.functional.mse_loss(m(x).float(), y)
+            stepped.append(run.backward(loss).stepped)
+        assert stepped == [False, run is ref]
+    assert mp.step().stepped
+    for p, q in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)

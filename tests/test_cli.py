@@ -95,6 +95,9 @@ def test_demo_without_matplotlib_says_so(capsys, tmp_path, monkeypatch):
         (["schedule", "cosine", "--lr", "nan"], "--lr: must be a positive finite number, got nan"),
         (["demo", "--lr", "-1"], "--lr: must be a positive finite number, got -1"),
         (["demo", "--lr", "x"], "--lr: expected a number, got 'x'"),
+        (["bench", "--warmup", "-5"], "--warmup: must be at least 0, got -5"),
+        (["schedule", "cosine", "--warmup", "-1"], "--warmup: must be at least 0, got -1"),
+        (["find-lr", "--steps", "1"], "--steps: must be at least 2, got 1"),
     ],
     ids=str,
 )
@@ -105,9 +108,25 @@ def test_bad_option_values_are_usage_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-def test_schedule_png_in_a_missing_folder_is_an_error(tmp_path):
-    with pytest.raises(SystemExit, match="cannot write .*missing/x.png"):
-        main(["schedule", "cosine", "--steps", "20", "--png", str(tmp_path / "missing" / "x.png")])
+@pytest.mark.parametrize("command", [["schedule", "cosine"], ["find-lr"], ["bench"], ["demo"]], ids=lambda c: c[0])
+def test_a_png_in_a_missing_folder_is_a_usage_error_before_the_run(command, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([*command, "--png", str(tmp_path / "missing" / "x.png")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "--png: cannot write" in err and "no such folder" in err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["schedule", "constant", "--warmup", "5"], "takes no warm-up (as HF's); use constant_with_warmup"),
+        (["schedule", "cosine", "--kw", "last_epoch=5"], "schedule cosine: \"param 'initial_lr' is not specified"),
+    ],
+)
+def test_schedule_errors_are_messages(argv, message):
+    with pytest.raises(SystemExit, match=re.escape(message)):
+        main(argv)
 
 
 def test_profile_of_split_masters_for_fp16_says_why(capsys):

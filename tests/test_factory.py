@@ -85,6 +85,20 @@ def test_no_weight_decay_holds_without_the_bias_and_norm_filter():
     }
 
 
+@pytest.mark.parametrize(
+    "name, cls, default", [("adamw", torch.optim.AdamW, 0.01), ("sgd", torch.optim.SGD, 0.0), ("lion", None, 0.0)]
+)
+def test_weight_decay_defaults_to_the_optimizers_own(name, cls, default):
+    """As lr=None does: AdamW's 0.01 (torch.optim.AdamW's default too), on matrices only."""
+    if cls is not None:
+        assert cls([torch.zeros(1)]).defaults["weight_decay"] == default
+    net = Net()
+    opt = fused_optim.create_optimizer(name, net)
+    by_id = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert by_id[id(net.fc.weight)] == default and by_id[id(net.head.weight)] == default
+    assert by_id[id(net.fc.bias)] == 0.0 and by_id[id(net.norm.weight)] == 0.0
+
+
 def test_a_torch_optimizer_without_weight_decay():
     """Rprop and LBFGS take no weight_decay: the default 0 is not passed to them."""
     assert type(fused_optim.create_optimizer(torch.optim.Rprop, Net(), lr=0.01)) is torch.optim.Rprop

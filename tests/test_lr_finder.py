@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 
 import fused_optim
 from fused_optim.__main__ import main
@@ -195,7 +196,8 @@ def test_a_nan_loss_stops_the_test_without_stepping_on_it():
     model = _linear()
     opt = fused_optim.SGD(model.parameters())
     steps = []
-    opt.register_step_post_hook(lambda *_: steps.append(1))
+    step = opt.step
+    opt.step = lambda *a: (steps.append(1), step(*a))[1]  # step hooks are muted during the sweep
     calls = []
 
     def loss_fn(m, batch):
@@ -237,6 +239,63 @@ def test_too_short_or_rising_runs_give_no_suggestion_and_say_why():
     with pytest.warns(RuntimeWarning, match="never fell"):
         r = find_lr(_linear(), rising, [(x, y)], num_steps=20, progress=False)
     assert r.suggested_lr is None and "never fell" in r.reason
+
+
+def test_a_constant_loss_never_fell():
+    """Its smoothed values differ from it by rounding only (0.9999999999999997): no fall to suggest from."""
+    x, y = _regression(1.0)
+
+    def constant(m, batch):
+        return (m(batch[0]) * 0).sum() + 1.0
+
+    with pytest.warns(RuntimeWarning, match="never fell"):
+        r = find_lr(_linear(), constant, [(x, y)], num_steps=20, progress=False)
+    assert r.suggested_lr is None and r.min_loss_lr is None
+
+
+def test_a_loss_not_finite_from_the_first_batch_is_named():
+    x, y = _regression(1.0)
+    with pytest.warns(RuntimeWarning, match="first batch was nan, before any update"):
+        r = find_lr(_linear(), lambda m, b: _mse(m, b) * math.nan, [(x, y)], num_steps=20, progress=False)
+    assert r.diverged and r.steps == 1 and "lower start_lr" not in r.reason
+
+
+def test_step_hooks_do_not_run_during_the_sweep():
+    """An EMA of the weights kept by a step hook would take in the sweep's weights, which cannot be undone."""
+    x, y = _regression(1.0)
+    model = _linear()
+    opt = fused_optim.AdamW(model.parameters())
+    calls = []
+    handles = [
+        opt.register_step_pre_hook(lambda *a: calls.append("pre")),
+        opt.register_step_post_hook(lambda *a: calls.append("post")),
+        register_optimizer_step_pre_hook(lambda *a: calls.append("global pre")),
+        register_optimizer_step_post_hook(lambda *a: calls.append("global post")),
+    ]
+    try:
+        _quiet(model=model, loss_fn=_mse, data=[(x, y)], optimizer=opt, num_steps=10)
+        assert calls == []
+        _mse(model, (x, y)).backward()
+        opt.step()  # and they are back afterwards
+        assert calls == ["global pre", "pre", "post", "global post"]  # torch.optim's order
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def test_an_unwritable_png_is_refused_before_the_run(tmp_path):
+    x, y = _regression(1.0)
+    calls = []
+
+    def loss_fn(m, batch):
+        calls.append(1)
+        return _mse(m, batch)
+
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        _quiet(model=_linear(), loss_fn=loss_fn, data=[(x, y)], num_steps=5, png=tmp_path / "missing" / "x.png")
+    with pytest.raises(IsADirectoryError):
+        _quiet(model=_linear(), loss_fn=loss_fn, data=[(x, y)], num_steps=5, png=tmp_path)
+    assert calls == []
 
 
 # Restoring the caller's objects
@@ -303,6 +362,7 @@ def test_model_optimizer_lrs_and_rng_are_restored_exactly(kind, warm):
 
     before_tensors = [t.clone() for t in (*model.parameters(), *model.buffers())]
     before_state = copy.deepcopy(opt.state_dict())
+    held = {(id(p), k): v for p, s in opt.state.items() for k, v in s.items()}  # references a caller may hold
     group_ids, groups_list = [id(g) for g in opt.param_groups], opt.param_groups
     betas = opt.param_groups[0]["betas"]
     modes = [m.training for m in model.modules()]
@@ -316,6 +376,8 @@ def test_model_optimizer_lrs_and_rng_are_restored_exactly(kind, warm):
     assert all(torch.equal(t, b) for t, b in zip((*model.parameters(), *model.buffers()), before_tensors))
     assert _same(opt.state_dict(), before_state)
     assert len(opt.state) == (4 if warm else 0)
+    assert {(id(p), k): v for p, s in opt.state.items() for k, v in s.items()} == held  # the same objects
+    assert all(v is held[id(p), k] for p, s in opt.state.items() for k, v in s.items())
     assert opt.param_groups is groups_list and [id(g) for g in opt.param_groups] == group_ids
     assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["betas"] is betas
     assert opt.param_groups[1]["lr"] is lr_tensor and torch.equal(lr_tensor, torch.tensor(1e-4))
@@ -545,7 +607,8 @@ def test_cli_defaults_and_help(capsys):
         (["--start-lr", "abc"], 2),
         (["--steps", "0"], 2),
         (["--start-lr", "1", "--end-lr", "0.1"], "find-lr: start_lr must be below end_lr"),
-        (["--steps", "1"], "find-lr: num_steps must be an integer of at least 2"),
+        (["--steps", "1"], 2),
+        (["--png", "/nonexistent-folder/x.png"], 2),
     ],
 )
 def test_cli_errors(argv, code_or_message, capsys):

@@ -220,17 +220,36 @@ def test_resume_wsd(k):
     _resume_check(lambda opt: sch.get_wsd_schedule(opt, 5, 10, num_training_steps=30, min_lr_ratio=0.1), k, 35)
 
 
-def test_resume_restores_a_module_level_function():
+def test_load_keeps_the_functions_given_to_the_constructor():
+    """As torch: a function is saved as None and the one passed to the new scheduler is used (a checkpoint from
+    another script, whose module-level functions do not exist here, must load)."""
     sched = sch.LambdaLR(_sgd(), _half_life_10)
     _run(sched, 5)
     buf = io.BytesIO()
     torch.save(sched.state_dict(), buf)
     buf.seek(0)
-    fresh = sch.LambdaLR(_sgd(), lambda t: 1.0)  # a placeholder: the saved function replaces it
-    fresh.load_state_dict(torch.load(buf, weights_only=True))
+    state = torch.load(buf, weights_only=True)
+    assert state["lr_lambdas"] == [None]
+    ref = torch.optim.lr_scheduler.LambdaLR(_sgd(), _half_life_10)
+    assert ref.state_dict()["lr_lambdas"] == [None]
+
+    def quarter(t: int) -> float:
+        return 0.25
+
+    fresh = sch.LambdaLR(_sgd(), quarter)
+    fresh.load_state_dict(state)
+    assert fresh.lr_lambdas == [quarter] and fresh.last_epoch == 5
     fresh.optimizer.step()
     fresh.step()
-    assert fresh.get_last_lr()[0] == pytest.approx(LR * 0.5 ** (6 / 10), rel=1e-12)
+    assert fresh.get_last_lr()[0] == pytest.approx(LR * 0.25, rel=1e-12)
+
+
+def test_a_function_path_saved_by_an_earlier_release_is_ignored():
+    state = sch.LambdaLR(_sgd(), _half_life_10).state_dict()
+    state["lr_lambdas"] = [{"__fused_optim_function__": "__main__:not_here"}]
+    fresh = sch.LambdaLR(_sgd(), _half_life_10)
+    fresh.load_state_dict(state)
+    assert fresh.lr_lambdas == [_half_life_10] and not hasattr(_half_life_10, "__fused_optim_function__")
 
 
 def test_resume_hf_cosine_through_torch_save():
@@ -391,6 +410,57 @@ def test_hf_wsd(warmup_type, decay_type):
     )
     lrs = _run(sched, 36)
     _close(lrs, [LR * _hf_wsd(t, 6, 14, 10, warmup_type, decay_type, 0.05) for t in range(36)], abs_=1e-15)
+
+
+def _hf_cosine_min(step: int, w: int, n: int, cycles: float, min_rate: float) -> float:
+    if step < w:
+        return _hf_warm(step, w)
+    progress = (step - w) / max(1, n - w)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * cycles * 2.0 * progress)) * (1 - min_rate) + min_rate)
+
+
+def _hf_cosine_lr_rate(step: int, w: int, n: int, cycles: float, min_rate: float, warm_rate: float | None) -> float:
+    if step < w:
+        if warm_rate is None:
+            return (step + 1) / max(1, w)
+        return warm_rate + (1 - warm_rate) * step / max(1, w - 1)
+    progress = (step - w + 1) / max(1, n - w)
+    return max(0.0, 0.5 * (1.0 + math.cos(math.pi * cycles * 2.0 * progress)) * (1 - min_rate) + min_rate)
+
+
+@pytest.mark.parametrize("warm_rate", [None, 0.1])
+def test_hf_cosine_warmup_with_min_lr(warm_rate):
+    w, n = 6, 40
+    kwargs = {"min_lr_rate": 0.05} | ({} if warm_rate is None else {"warmup_lr_rate": warm_rate})
+    lrs = _run(sch.get_scheduler("cosine_warmup_with_min_lr", _sgd(), w, n, kwargs), n + 10)
+    # HF's progress reaches 1 at step n - 1 (one step ahead) and goes on oscillating; ours holds its end value
+    _close(lrs[:n], [LR * _hf_cosine_lr_rate(t, w, n, 0.5, 0.05, warm_rate) for t in range(n)], abs_=1e-15)
+    assert lrs[n - 1 :] == [lrs[n - 1]] * 11 and lrs[n - 1] == pytest.approx(LR * 0.05, rel=1e-12)
+
+
+@pytest.mark.parametrize("w,n", [(4, 4), (6, 3), (0, 0)])
+def test_hf_helpers_when_the_warmup_leaves_no_decay(w, n):
+    """num_warmup_steps >= num_training_steps: the warm-up still climbs to the peak, then HF's value follows."""
+    end = max(w, n)
+    lrs = _run(sch.get_linear_schedule_with_warmup(_sgd(), w, n), end + 4)
+    _close(lrs, [LR * _hf_linear(t, w, n) for t in range(end + 4)], abs_=1e-15)
+    lrs = _run(sch.get_cosine_schedule_with_warmup(_sgd(), w, n), end + 4)
+    _close(lrs[: end + 1], [LR * _hf_cosine(t, w, n, 0.5) for t in range(end + 1)], abs_=1e-15)
+    assert lrs[end + 1 :] == [0.0] * 3  # HF's cosine climbs back; ours holds its end
+    sched = sch.get_cosine_with_min_lr_schedule_with_warmup(_sgd(), w, n, min_lr_rate=0.1)
+    lrs = _run(sched, end + 1)
+    _close(lrs, [LR * _hf_cosine_min(t, w, n, 0.5, 0.1) for t in range(end + 1)], abs_=1e-15)
+    lrs = _run(sch.get_cosine_with_hard_restarts_schedule_with_warmup(_sgd(), w, n), end + 4)
+    _close(lrs, [LR * _hf_hard(t, w, n, 1) for t in range(end + 4)], abs_=1e-15)
+    if w > n:  # at w == n HF's polynomial divides by zero at step w
+        lrs = _run(sch.get_polynomial_decay_schedule_with_warmup(_sgd(), w, n, lr_end=1e-3), end + 4)
+        _close(lrs, [LR * _hf_poly(t, w, n, LR, 1e-3, 1.0) for t in range(end + 4)])
+
+
+def test_total_iters_zero_gives_torchs_values():
+    torch_sch = torch.optim.lr_scheduler
+    _close(_run(sch.LinearLR(_sgd(), 0.5, 1.0, total_iters=0), 5), _run(torch_sch.LinearLR(_sgd(), 0.5, 1.0, 0), 5))
+    _close(_run(sch.PolynomialLR(_sgd(), total_iters=0), 5), _run(torch_sch.PolynomialLR(_sgd(), total_iters=0), 5))
 
 
 def test_get_scheduler_factory():

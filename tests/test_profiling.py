@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import fused_optim
 from fused_optim.bandwidth import measure_bandwidth
@@ -142,14 +143,19 @@ def test_profiling_restores_params_grads_and_state_exactly(name, stepped_before)
         assert torch.equal(a, b), k
 
 
-def test_step_hooks_do_not_run_while_profiling_and_stay_registered():
-    opt = fused_optim.AdamW(make_params())
+@pytest.mark.parametrize("cls", [fused_optim.AdamW, torch.optim.AdamW])
+def test_step_hooks_do_not_run_while_profiling_and_stay_registered(cls):
+    opt = cls(make_params())
     calls = []
-    opt.register_step_post_hook(lambda *_: calls.append(1))
-    quick(opt)
-    assert calls == []
-    opt.step()
-    assert calls == [1]
+    opt.register_step_post_hook(lambda *_: calls.append("own"))
+    handle = register_optimizer_step_post_hook(lambda *_: calls.append("global"))
+    try:
+        quick(opt)
+        assert calls == []
+        opt.step()
+        assert calls == ["own", "global"]
+    finally:
+        handle.remove()
 
 
 def test_restore_false_leaves_the_steps_in_place():
@@ -247,6 +253,19 @@ def test_advice_half_params_without_master():
     assert has(prof, "fused_optim.AdamW(..., master_weights=True) (bf16 also takes master_weights='split'")
     prof = quick(fused_optim.AdamW(make_params(dtype=torch.float16), master_weights=True), bandwidth_gbps=1e-6)
     assert prof.half_without_master == {} and not has(prof, "master")
+
+
+def test_advice_without_a_drop_in_or_a_profiler_reads_as_words():
+    """No fused equivalent (NAdam) and no profiled launches: no 'a fused_optim optimizer(...)' call, no '?'."""
+    prof = quick(torch.optim.NAdam(make_params(dtype=torch.bfloat16)), bandwidth_gbps=1e-6)
+    assert has(prof, "Use a fused_optim optimizer with master_weights=True")
+    tiny = quick(fused_optim.SGD(make_params([(64,)] * (MANY_TENSORS + 1)), lr=0.1), bandwidth_gbps=1e9,
+                 profiler_steps=0)  # fmt: skip
+    assert has(tiny, "already updates them in few launches") and not has(tiny, "?")
+    params = make_params() + make_params([(5,)], dtype=torch.bfloat16, seed=1)
+    opt = fused_optim.AdamW(params, master_weights=True, state_dtype=torch.bfloat16)
+    prof = quick(opt, bandwidth_gbps=1e-6, profiler_steps=0)
+    assert has(prof, "once per set and param group. Unless") and not has(prof, "?")
 
 
 def test_advice_fp32_state_of_half_params():

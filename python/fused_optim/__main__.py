@@ -18,7 +18,7 @@ import torch
 
 import fused_optim
 from fused_optim import benchmark, demo, lr_finder, lr_scheduler, profiling
-from fused_optim._cli import int_at_least, positive_float
+from fused_optim._cli import int_at_least, output_file, positive_float
 
 
 def schedule(args: argparse.Namespace) -> int:
@@ -41,10 +41,12 @@ def schedule(args: argparse.Namespace) -> int:
             scheduler_specific_kwargs=kwargs,
         )
 
+    if args.name == "constant" and args.warmup:
+        raise SystemExit("schedule constant: takes no warm-up (as HF's); use constant_with_warmup")
     try:
         print(f"{args.name}: {args.steps} steps, {args.warmup} warm-up, peak lr {args.lr:g}")
         print(lr_scheduler.table(make, args.steps, lr=args.lr, rows=args.rows))
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, KeyError) as e:  # KeyError: torch's, for a last_epoch without initial_lr
         raise SystemExit(f"schedule {args.name}: {e}") from None
     if args.png:
         try:
@@ -74,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     sc = sub.add_parser("schedule", help="print a learning-rate schedule's lr at evenly spaced steps")
     sc.add_argument("name", help="a get_scheduler name: linear, cosine, cosine_with_restarts, polynomial, ...")
     sc.add_argument("--steps", type=int, default=1000, help="num_training_steps")
-    sc.add_argument("--warmup", type=int, default=0, help="num_warmup_steps")
+    sc.add_argument("--warmup", type=int_at_least(0), default=0, help="num_warmup_steps")
     sc.add_argument("--lr", type=positive_float, default=1e-3, help="the peak lr")
     sc.add_argument("--rows", type=int_at_least(2), default=21, help="table rows (at least 2: the first and last step)")
     sc.add_argument("--kw", action="append", default=[], metavar="KEY=VALUE", help="scheduler_specific_kwargs")
-    sc.add_argument("--png", help="also draw the schedule to this PNG (needs matplotlib)")
+    sc.add_argument("--png", type=output_file, help="also draw the schedule to this PNG (needs matplotlib)")
     sc.set_defaults(func=schedule)
     i = sub.add_parser("info", help="how the compiled core was built")
     i.set_defaults(func=info)

@@ -21,8 +21,10 @@ and adds a friendlier loop for real training::
         if result.stepped:
             log(result.grad_norm, result.skipped)
 
-With fused_optim's optimizers, unscaling and clipping happen inside the update kernel (``max_grad_norm``), and a
-step with an inf/nan gradient changes nothing, decided on the device.
+With fused_optim's optimizers, unscaling and clipping happen inside the update kernel (``max_grad_norm``). With
+float16 the GradScaler skips a step with an inf/nan gradient, which then changes nothing, decided on the device.
+bfloat16 needs no loss scaling and takes every step, as torch.autocast alone does (and as the HF Trainer and
+Lightning do in bf16): a non-finite loss makes the parameters NaN.
 """
 
 from __future__ import annotations
@@ -89,13 +91,14 @@ class StepResult:
     """What one call of :meth:`MixedPrecision.backward` did. Tensors stay on the device (no sync) until read."""
 
     stepped: bool  # an optimizer step was taken (False while accumulating micro-batches)
-    found_inf: Tensor | None = None  # nonzero when the step was skipped for inf/nan gradients (with a scaler)
+    found_inf: Tensor | None = None  # nonzero when the step was skipped for inf/nan gradients (float16 only)
     grad_norm: Tensor | None = None  # the unscaled global gradient norm, when clipping
     scale: Tensor | None = None  # the loss scale used for this step
 
     @property
     def skipped(self) -> bool:
-        """True when the step found inf/nan gradients and changed nothing (reads the device flag)."""
+        """True when the GradScaler (float16) found inf/nan gradients and the step changed nothing (reads the
+        device flag). Always False with bfloat16, which has no scaler and never skips."""
         return self.found_inf is not None and bool(self.found_inf.item())
 
 
@@ -157,12 +160,20 @@ class MixedPrecision:
 
     def step(self) -> StepResult:
         """Clip, step, update the scale and zero the gradients now (``backward`` calls it on the last micro-batch;
-        call it to flush a partial accumulation, e.g. at the end of an epoch). With no ``backward`` since the last
-        step there is nothing to apply: it returns ``stepped=False``."""
+        call it to flush a partial accumulation, e.g. at the end of an epoch: the step then sees the mean of the
+        micro-batches accumulated so far). With no ``backward`` since the last step there is nothing to apply: it
+        returns ``stepped=False``."""
         if self._micro == 0:
             return StepResult(stepped=False)
-        self._micro = 0  # the next accumulation starts afresh, flushed early or not
+        seen, self._micro = self._micro, 0  # the next accumulation starts afresh, flushed early or not
         opt = self.optimizer
+        if seen < self.accumulation_steps:
+            # Each loss was divided by accumulation_steps: make the gradient the mean over the micro-batches seen.
+            with torch.no_grad():
+                for group in opt.param_groups:
+                    for p in group["params"]:
+                        if p.grad is not None:
+                            p.grad.mul_(self.accumulation_steps / seen)
         # A copy: update() below changes the scaler's tensor in place (no host sync either way).
         scale = self.scaler._get_scale_async().clone() if self.scaler.is_enabled() else None
         grad_norm = None

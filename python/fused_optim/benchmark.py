@@ -37,7 +37,7 @@ from fused_optim._baselines import ForeachLAMB, ForeachLion
 from fused_optim.bandwidth import measure_bandwidth
 from fused_optim.progress import Progress
 
-from ._cli import positive_int
+from ._cli import int_at_least, output_file, positive_int
 
 BYTES_PER_PARAM = {"adamw": 28, "sgd": 20, "rmsprop": 20, "adagrad": 20, "lion": 20, "lamb": 44}
 Maker = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
@@ -266,9 +266,9 @@ def add_arguments(ap: argparse.ArgumentParser, *, rounds: int, workloads: str, d
     ap.add_argument("--optimizers", default=",".join(BYTES_PER_PARAM), help="comma-separated (default: all)")
     ap.add_argument("--rounds", type=positive_int, default=rounds, help=f"interleaved rounds (default {rounds})")
     ap.add_argument("--steps", type=positive_int, default=5, help="steps per contender per round (default 5)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    ap.add_argument("--warmup", type=int_at_least(0), default=3, help="untimed steps first (default 3)")
     ap.add_argument("--threads", type=positive_int, default=None, help="torch.set_num_threads (CPU)")
-    ap.add_argument("--png", default="", help="also draw the speed-ups as a bar chart to this PNG")
+    ap.add_argument("--png", type=output_file, default="", help="also draw the speed-ups as a bar chart to this PNG")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -20,7 +20,7 @@ import torch
 
 import fused_optim
 from fused_optim import lr_scheduler
-from fused_optim._cli import positive_float, positive_int
+from fused_optim._cli import output_file, positive_float, positive_int
 from fused_optim.progress import Progress
 
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
@@ -197,7 +197,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--steps", type=positive_int, default=300, help="training steps per run (default 300)")
     d.add_argument("--lr", type=positive_float, default=3e-3, help="peak learning rate (default 3e-3)")
     d.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
-    d.add_argument("--png", default="fused_optim_demo.png", help="picture of loss and lr ('' for none)")
+    d.add_argument("--png", type=output_file, default="fused_optim_demo.png", help="picture of loss and lr ('': none)")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=run_demo)
 

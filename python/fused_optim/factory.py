@@ -66,7 +66,7 @@ def create_optimizer(
     name_or_class: str | type[torch.optim.Optimizer],
     model_or_params: torch.nn.Module | Iterable[Tensor] | Iterable[dict[str, Any]],
     lr: float | Tensor | None = None,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
     *,
     filter_bias_and_norm: bool = True,
     no_weight_decay: Iterable[str] = (),
@@ -79,8 +79,9 @@ def create_optimizer(
             with momentum 0.9) or any optimizer class, fused_optim's or torch.optim's.
         model_or_params: a module, or parameters / param groups as any optimizer takes them.
         lr: the learning rate (None: the optimizer's default).
-        weight_decay: weight decay; for a module with ``filter_bias_and_norm``, applied to parameters of two or
-            more dimensions only (see :func:`param_groups_weight_decay`).
+        weight_decay: weight decay (None: the optimizer's default, e.g. AdamW's 0.01); for a module with
+            ``filter_bias_and_norm``, applied to parameters of two or more dimensions only (see
+            :func:`param_groups_weight_decay`).
         no_weight_decay: more parameter names to exclude from weight decay.
         **kwargs: passed to the optimizer (e.g. ``betas``, ``master_weights``, ``max_grad_norm``).
     """
@@ -94,13 +95,16 @@ def create_optimizer(
         cls = name_or_class
     else:
         raise TypeError(f"name_or_class must be a name or a torch.optim.Optimizer subclass, got {name_or_class!r}")
+    takes_weight_decay = "weight_decay" in inspect.signature(cls).parameters
+    if weight_decay is None:
+        default = inspect.signature(cls).parameters["weight_decay"].default if takes_weight_decay else 0.0
+        weight_decay = default if isinstance(default, numbers.Real) else 0.0
     # The groups built below carry weight_decay past the optimizer's own check of its default (and torch.optim's
     # optimizers let inf through, which makes every parameter NaN).
     if not isinstance(weight_decay, numbers.Real):
         raise TypeError(f"weight_decay must be a number, got {weight_decay!r}")
     if not 0.0 <= weight_decay < math.inf:
         raise ValueError(f"Invalid weight_decay value: {weight_decay} (must be finite and >= 0)")
-    takes_weight_decay = "weight_decay" in inspect.signature(cls).parameters
     if weight_decay and not takes_weight_decay:  # Rprop, LBFGS, SparseAdam: group keys they would never read
         raise ValueError(f"{cls.__name__} takes no weight_decay")
     if isinstance(model_or_params, torch.nn.Module):

@@ -15,7 +15,6 @@ they were, so the test can run just before training.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import os
 import warnings
@@ -26,7 +25,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ._cli import positive_float, positive_int
+from ._cli import check_output_file, int_at_least, output_file, positive_float, positive_int
+from ._snapshot import OptimizerSnapshot, step_hooks_muted
 from .progress import Progress
 
 __all__ = ["LRFinderResult", "find_lr", "add_cli"]
@@ -139,9 +139,11 @@ def find_lr(
     - 1))``, so the lrs run geometrically from ``start_lr`` to ``end_lr`` inclusive. The run stops early when the
     smoothed loss exceeds ``diverge_factor`` times the lowest smoothed loss so far, or is NaN or infinite. The
     model runs in training mode. Its parameters, buffers, gradients and train/eval modes, the optimizer's state
-    and lrs (the same group dicts and lr tensors, refilled), and torch's random number generators are restored
-    afterwards, also when the run raises, so the caller's objects are as they were. Meanwhile a copy of the
-    parameters, buffers and optimizer state is kept on their devices.
+    and lrs, and torch's random number generators are restored afterwards, also when the run raises, into the
+    same objects (state tensors, group dicts, lr tensors: references to them and captured CUDA graphs stay valid),
+    so the caller's objects are as they were. Step hooks (the optimizer's and the global ones) do not run during
+    the test: an EMA of the weights or a logger would see the sweep. Meanwhile a copy of the parameters, buffers
+    and optimizer state is kept on their devices.
 
     Args:
         model: the model to test, already on its device. Its trainable parameters are what the optimizer updates.
@@ -176,8 +178,9 @@ def find_lr(
         decade of lr on its way down to its lowest value (from the highest point before it; steps before
         ``skip_start`` and from divergence on are left out): the middle of the useful range, a good peak lr for
         a warm-up + decay schedule. ``min_loss_lr`` (lowest smoothed loss's lr / 10) is a more conservative
-        choice. Both are None, with ``reason`` saying why (and a RuntimeWarning), when the run is too short to
-        tell or the loss never fell.
+        choice. Without a suggestion, ``suggested_lr`` is None and ``reason`` says why (with a RuntimeWarning);
+        ``min_loss_lr`` is None too when the run was too short to tell or the loss never fell, and is kept when
+        the loss fell but not steadily enough to find its steepest point.
 
     Raises:
         ValueError: bad ``start_lr``/``end_lr``/``num_steps``/``beta``/``diverge_factor``, a model without
@@ -191,6 +194,7 @@ def find_lr(
         raise ValueError("find_lr: the model has no trainable parameters (all have requires_grad=False)")
     if png:
         _pyplot()  # fail before the run, not after it
+        check_output_file(png)
     if optimizer is None:
         from .optim import AdamW
 
@@ -212,7 +216,7 @@ def find_lr(
     saved = _Snapshot(model, optimizer)
     rng_devices = sorted({p.device.index or 0 for p in trainable if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=rng_devices):
+        with torch.random.fork_rng(devices=rng_devices), step_hooks_muted(optimizer):
             lrs, losses, smoothed, diverged = _sweep(
                 model, loss_fn, data, optimizer, start_lr, end_lr, num_steps, beta, diverge_factor, progress, device
             )
@@ -373,17 +377,14 @@ def _check_arguments(
 
 
 class _Snapshot:
-    """The model's and optimizer's state before the test, and how to put it back into the same objects."""
+    """The model and optimizer before the test, and how to put them back into the same objects."""
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        self.optimizer = optimizer
         with torch.no_grad():
             self.tensors = [(t, t.detach().clone()) for t in (*model.parameters(), *model.buffers())]
         self.grads = [(p, p.grad) for p in model.parameters()]  # never written: each step sets grads to None
         self.modes = [(m, m.training) for m in model.modules()]
-        self.state = copy.deepcopy(optimizer.state_dict())
-        self.group_list = optimizer.param_groups
-        self.groups = [(g, copy.deepcopy({k: v for k, v in g.items() if k != "params"})) for g in self.group_list]
+        self.optimizer = OptimizerSnapshot(optimizer)
 
     def restore(self) -> None:
         with torch.no_grad():
@@ -393,30 +394,7 @@ class _Snapshot:
             p.grad = grad
         for m, training in self.modes:
             m.training = training
-        # load_state_dict is the optimizer's own way back (a fused optimizer also drops its cached buffers), but
-        # it makes new group dicts: the caller's dicts, lr tensors and group list go back in, with the old values.
-        self.optimizer.load_state_dict(self.state)
-        for i, (group, saved) in enumerate(self.groups):
-            for key in [k for k in group if k != "params" and k not in saved]:
-                del group[key]
-            for key, value in saved.items():
-                group[key] = _put_back(group.get(key), value)
-            self.group_list[i] = group
-        self.optimizer.param_groups = self.group_list
-
-
-def _put_back(current: Any, saved: Any) -> Any:
-    """``saved``, written into ``current``'s tensors where it has them (the same objects stay in use)."""
-    if isinstance(current, Tensor) and isinstance(saved, Tensor) and current.shape == saved.shape:
-        with torch.no_grad():
-            current.copy_(saved)
-        return current
-    if isinstance(current, (tuple, list)) and type(current) is type(saved) and len(current) == len(saved):
-        items = [_put_back(c, v) for c, v in zip(current, saved)]
-        if all(a is b for a, b in zip(items, current)):
-            return current
-        return type(current)(items)
-    return saved
+        self.optimizer.restore()
 
 
 # The suggestion.
@@ -433,18 +411,22 @@ def _suggest(
     result = LRFinderResult(lrs, losses, smoothed, None, None, diverged, len(lrs))
     end = _usable_end(result)
     if end < 3:
-        result.reason = (
-            f"only {end} step(s) before the loss diverged; lower start_lr or end_lr, or raise num_steps"
-            if diverged
-            else f"only {end} step(s) ran; at least 3 are needed"
-        )
+        if diverged and end == 0:
+            result.reason = (
+                f"the loss of the first batch was {losses[0]}, before any update: check the model, the data and loss_fn"
+            )
+        elif diverged:
+            result.reason = f"only {end} step(s) before the loss diverged; lower start_lr or end_lr, or raise num_steps"
+        else:
+            result.reason = f"only {end} step(s) ran; at least 3 are needed"
         return result
     skip = min(skip_start, end - 3)
     low = min(range(skip, end), key=lambda i: smoothed[i])
     # The descent into the lowest loss starts at the highest point before it; before that the loss is flat
     # (noise) or still settling.
     top = max(range(skip, low + 1), key=lambda i: smoothed[i])
-    if top == low:
+    # A fall within rounding of the values (a constant loss averages to 0.9999999999999997) is no fall.
+    if smoothed[top] - smoothed[low] <= 1e-9 * max(abs(smoothed[top]), abs(smoothed[low])):
         result.reason = "the smoothed loss never fell; lower start_lr"
         return result
     result.min_loss_step, result.min_loss_lr = low, lrs[low] / 10
@@ -563,7 +545,7 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--start-lr", type=positive_float, default=1e-7, help="first lr of the sweep (default 1e-7)")
     p.add_argument("--end-lr", type=positive_float, default=10.0, help="last lr of the sweep (default 10)")
-    p.add_argument("--steps", type=positive_int, default=100, help="steps of the sweep, one batch each (default 100)")
+    p.add_argument("--steps", type=int_at_least(2), default=100, help="steps of the sweep, a batch each (default 100)")
     p.add_argument("--batch-size", type=positive_int, default=256, help="batch size (default 256)")
     p.add_argument("--samples", type=positive_int, default=8192, help="size of the generated data set (default 8192)")
     p.add_argument("--weight-decay", type=float, default=0.0, help="the optimizer's weight decay (default 0)")
@@ -574,6 +556,6 @@ def add_cli(subparsers: argparse._SubParsersAction) -> None:
         help="where to run (default: cuda when a GPU is visible)",
     )
     p.add_argument("--rows", type=positive_int, default=21, help="rows of the printed table (default 21)")
-    p.add_argument("--png", default="", help="also draw loss against lr to this PNG (needs matplotlib)")
+    p.add_argument("--png", type=output_file, default="", help="also draw loss against lr to this PNG (matplotlib)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=run_find_lr)

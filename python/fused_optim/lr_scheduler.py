@@ -19,7 +19,6 @@ A tensor ``lr`` is filled in place, so a compiled or captured optimizer step see
 
 from __future__ import annotations
 
-import importlib
 import math
 import types
 import warnings
@@ -48,6 +47,7 @@ __all__ = [
     "get_cosine_schedule_with_warmup",
     "get_cosine_with_hard_restarts_schedule_with_warmup",
     "get_cosine_with_min_lr_schedule_with_warmup",
+    "get_cosine_with_min_lr_schedule_with_warmup_lr_rate",
     "get_polynomial_decay_schedule_with_warmup",
     "get_inverse_sqrt_schedule",
     "get_wsd_schedule",
@@ -221,10 +221,9 @@ class LambdaLR(ClosedFormLR, _TorchLambdaLR):
     ``LambdaLR(optimizer, fn)`` is torch's LambdaLR (an instance of it). ``LambdaLR(fn)`` with no optimizer
     returns an :class:`UnboundSchedule`; ``.bind(optimizer)`` gives the scheduler.
 
-    ``state_dict()`` records a module-level function by its import path and a callable object by its attributes
-    (as torch does), so ``load_state_dict`` restores them and the state still loads with
-    ``torch.load(weights_only=True)``. A lambda or closure has no import path and is left out (as torch does):
-    rebuild the scheduler with the same function before loading. The step count is always restored.
+    As in torch, ``state_dict()`` keeps a callable object's attributes and leaves functions out (None), and
+    ``load_state_dict`` restores those attributes into the callables given to the constructor, which stay in
+    use: rebuild the scheduler with the same functions before loading. The step count is always restored.
     """
 
     def __new__(cls, optimizer: Any = None, lr_lambda: Any = None, *args: Any, **kwargs: Any) -> Any:
@@ -264,43 +263,27 @@ class LambdaLR(ClosedFormLR, _TorchLambdaLR):
         return base_lr * self.lr_lambdas[group](step)
 
     def state_dict(self) -> dict[str, Any]:
-        """The scheduler's state; functions are kept where they can be (see the class docstring)."""
+        """The scheduler's state, with each callable object's attributes (None for a function)."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
-        state["lr_lambdas"] = [_saved_callable(fn) for fn in self.lr_lambdas]
+        state["lr_lambdas"] = [
+            None if isinstance(fn, types.FunctionType) or not hasattr(fn, "__dict__") else dict(fn.__dict__)
+            for fn in self.lr_lambdas
+        ]
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore the state from :meth:`state_dict` (the saved functions too, where they were kept)."""
+        """Restore the state from :meth:`state_dict`; the callables given to the constructor stay in use."""
         state = dict(state_dict)
         saved = state.pop("lr_lambdas", [None] * len(self.lr_lambdas))
         self.__dict__.update(state)
-        for i, entry in enumerate(saved):
-            if isinstance(entry, dict) and _FUNCTION_KEY in entry:
-                self.lr_lambdas[i] = _import_path(entry[_FUNCTION_KEY])
-            elif isinstance(entry, dict):
-                self.lr_lambdas[i].__dict__.update(entry)
+        for fn, entry in zip(self.lr_lambdas, saved):
+            # An import path saved by fused_optim 0.1's first releases names a function: the one given now wins.
+            if isinstance(entry, dict) and _OLD_FUNCTION_KEY not in entry and not isinstance(fn, types.FunctionType):
+                fn.__dict__.update(entry)
         self._lrs_set = None  # as ClosedFormLR.load_state_dict
 
 
-# A function is saved as its import path, not the object, so torch.load(weights_only=True) still reads the state.
-_FUNCTION_KEY = "__fused_optim_function__"
-
-
-def _saved_callable(fn: Callable[[int], float]) -> dict[str, Any] | None:
-    if isinstance(fn, types.FunctionType):
-        name = fn.__qualname__
-        if "<" in name:  # a lambda or a local function: nothing to import it by
-            return None
-        return {_FUNCTION_KEY: f"{fn.__module__}:{name}"}
-    return dict(fn.__dict__) if hasattr(fn, "__dict__") else None
-
-
-def _import_path(path: str) -> Callable[[int], float]:
-    module, _, name = path.partition(":")
-    obj: Any = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
+_OLD_FUNCTION_KEY = "__fused_optim_function__"
 
 
 class ConstantLR(ClosedFormLR):
@@ -349,8 +332,8 @@ class LinearLR(ClosedFormLR):
         super().__init__(optimizer, last_epoch, **warmup)
 
     def factor(self, step: int) -> float:
-        if self.total_iters <= 0:
-            return self.end_factor
+        if self.total_iters <= 0:  # torch stays at the start factor (its closed form would divide by 0)
+            return self.start_factor
         t = min(step, self.total_iters)
         return self.start_factor + (self.end_factor - self.start_factor) * t / self.total_iters
 
@@ -498,7 +481,8 @@ class PolynomialLR(ClosedFormLR):
         super().__init__(optimizer, last_epoch, **warmup)
 
     def lr_at(self, step: int, base_lr: float, group: int) -> float:
-        remaining = 1.0 - min(step, self.total_iters) / self.total_iters if self.total_iters > 0 else 0.0
+        # total_iters <= 0: no decay, torch's initial lr throughout (its closed form would divide by 0)
+        remaining = 1.0 - min(step, self.total_iters) / self.total_iters if self.total_iters > 0 else 1.0
         if self.end_factor is not None:
             return base_lr * (self.end_factor + (1.0 - self.end_factor) * remaining**self.power)
         return self.eta_min + (base_lr - self.eta_min) * remaining**self.power
@@ -584,7 +568,52 @@ class _CosineWave:
         self.min_lr_rate = min_lr_rate
 
     def __call__(self, step: int) -> float:
-        progress = min(step, self.decay_steps) / max(1, self.decay_steps)
+        length = max(1, self.decay_steps)  # no decay steps left after the warm-up: HF's length is 1 then
+        progress = min(step, length) / length
+        wave = 0.5 * (1.0 + math.cos(math.pi * self.num_cycles * 2.0 * progress))
+        return max(0.0, wave * (1.0 - self.min_lr_rate) + self.min_lr_rate)
+
+
+class _WarmupThen:
+    """HF's linear warm-up from 0 over ``warmup_steps``, then ``value`` throughout: what HF's linear and
+    polynomial schedules give when the warm-up leaves no decay steps (``num_warmup_steps >= num_training_steps``),
+    where the schedule after it is not the peak the warm-up climbs to."""
+
+    def __init__(self, warmup_steps: int, value: float) -> None:
+        self.warmup_steps = warmup_steps
+        self.value = value
+
+    def __call__(self, step: int) -> float:
+        return step / max(1, self.warmup_steps) if step < self.warmup_steps else self.value
+
+
+class _CosineWarmupLrRate:
+    """HF's ``cosine_warmup_with_min_lr``: a warm-up one step ahead of the others (from ``warmup_lr_rate``, or
+    from 1 / warmup_steps, reaching 1 at its last step), then a cosine to ``min_lr_rate`` that also starts one step
+    in; held at its end value after ``num_training_steps``."""
+
+    def __init__(
+        self,
+        warmup_steps: int,
+        training_steps: int,
+        num_cycles: float,
+        min_lr_rate: float,
+        warmup_lr_rate: float | None,
+    ) -> None:
+        self.warmup_steps = warmup_steps
+        self.training_steps = training_steps
+        self.num_cycles = num_cycles
+        self.min_lr_rate = min_lr_rate
+        self.warmup_lr_rate = warmup_lr_rate
+
+    def __call__(self, step: int) -> float:
+        w = self.warmup_steps
+        if step < w:
+            if self.warmup_lr_rate is None:
+                return (step + 1) / max(1, w)
+            return self.warmup_lr_rate + (1.0 - self.warmup_lr_rate) * step / max(1, w - 1)
+        length = max(1, self.training_steps - w)
+        progress = min(step - w + 1, length) / length
         wave = 0.5 * (1.0 + math.cos(math.pi * self.num_cycles * 2.0 * progress))
         return max(0.0, wave * (1.0 - self.min_lr_rate) + self.min_lr_rate)
 
@@ -615,13 +644,15 @@ def get_constant_schedule_with_warmup(optimizer: Optimizer, num_warmup_steps: in
 
 def get_linear_schedule_with_warmup(
     optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int, last_epoch: int = -1
-) -> LinearLR:
+) -> LinearLR | LambdaLR:
     """HF's linear schedule: warm-up from 0, then linear decay to 0 at ``num_training_steps``."""
+    if num_training_steps <= num_warmup_steps:  # nothing left to decay over: 0 after the warm-up, as in HF
+        return LambdaLR(optimizer, _WarmupThen(num_warmup_steps, 0.0), last_epoch)
     return LinearLR(
         optimizer,
         start_factor=1.0,
         end_factor=0.0,
-        total_iters=max(1, num_training_steps - num_warmup_steps),
+        total_iters=num_training_steps - num_warmup_steps,
         last_epoch=last_epoch,
         warmup_steps=num_warmup_steps,
     )
@@ -656,6 +687,28 @@ def get_cosine_with_min_lr_schedule_with_warmup(
     return LambdaLR(optimizer, fn, last_epoch, warmup_steps=num_warmup_steps)
 
 
+def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
+    optimizer: Optimizer,
+    num_warmup_steps: int,
+    num_training_steps: int,
+    num_cycles: float = 0.5,
+    last_epoch: int = -1,
+    min_lr: float | None = None,
+    min_lr_rate: float | None = None,
+    warmup_lr_rate: float | None = None,
+) -> LambdaLR:
+    """HF's ``cosine_warmup_with_min_lr``: as :func:`get_cosine_with_min_lr_schedule_with_warmup`, but the
+    warm-up starts at ``warmup_lr_rate`` (default 1 / ``num_warmup_steps``) and both phases run one step ahead."""
+    if min_lr is not None and min_lr_rate is not None:
+        raise ValueError("Only one of min_lr or min_lr_rate should be set")
+    if min_lr is not None:
+        min_lr_rate = min_lr / float(optimizer.defaults["lr"])
+    elif min_lr_rate is None:
+        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    fn = _CosineWarmupLrRate(num_warmup_steps, num_training_steps, num_cycles, min_lr_rate, warmup_lr_rate)
+    return LambdaLR(optimizer, fn, last_epoch)
+
+
 def get_cosine_with_hard_restarts_schedule_with_warmup(
     optimizer: Optimizer, num_warmup_steps: int, num_training_steps: int, num_cycles: int = 1, last_epoch: int = -1
 ) -> LambdaLR:
@@ -671,11 +724,13 @@ def get_polynomial_decay_schedule_with_warmup(
     lr_end: float = 1e-7,
     power: float = 1.0,
     last_epoch: int = -1,
-) -> PolynomialLR:
+) -> PolynomialLR | LambdaLR:
     """HF's polynomial decay from the optimizer's default lr to ``lr_end`` (as a ratio, applied to each group)."""
     lr_init = float(optimizer.defaults["lr"])
     if not lr_init > lr_end:
         raise ValueError(f"lr_end ({lr_end}) must be smaller than initial lr ({lr_init})")
+    if num_training_steps <= num_warmup_steps:  # nothing left to decay over: lr_end after the warm-up
+        return LambdaLR(optimizer, _WarmupThen(num_warmup_steps, lr_end / lr_init), last_epoch)
     return PolynomialLR(
         optimizer,
         total_iters=num_training_steps - num_warmup_steps,
@@ -738,8 +793,9 @@ def get_scheduler(
     scheduler_specific_kwargs: dict[str, Any] | None = None,
 ) -> LRScheduler:
     """HF's factory: ``name`` is one of ``linear``, ``cosine``, ``cosine_with_restarts``, ``cosine_with_min_lr``,
-    ``polynomial``, ``constant``, ``constant_with_warmup``, ``inverse_sqrt``, ``warmup_stable_decay``
-    (HF's ``reduce_lr_on_plateau`` is not closed form and is not offered)."""
+    ``cosine_warmup_with_min_lr``, ``polynomial``, ``constant``, ``constant_with_warmup``, ``inverse_sqrt``,
+    ``warmup_stable_decay`` (HF's ``reduce_lr_on_plateau`` and ``greedy`` follow the loss, not the step, and are
+    not offered)."""
     name = getattr(name, "value", name)  # HF's SchedulerType enum
     kwargs = dict(scheduler_specific_kwargs or {})
     if name == "constant":
@@ -764,6 +820,7 @@ _TRAINING_STEP_FACTORIES: dict[str, Callable[..., LRScheduler]] = {
     "cosine": get_cosine_schedule_with_warmup,
     "cosine_with_restarts": get_cosine_with_hard_restarts_schedule_with_warmup,
     "cosine_with_min_lr": get_cosine_with_min_lr_schedule_with_warmup,
+    "cosine_warmup_with_min_lr": get_cosine_with_min_lr_schedule_with_warmup_lr_rate,
     "polynomial": get_polynomial_decay_schedule_with_warmup,
 }
 _NEEDS_TRAINING_STEPS = set(_TRAINING_STEP_FACTORIES) | {"warmup_stable_decay"}

@@ -17,7 +17,6 @@ gradients, then puts everything back as it was; :func:`advise` turns the measure
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import json
 import math
@@ -37,6 +36,7 @@ from torch.optim import Optimizer
 from . import _C
 from ._cli import int_at_least, positive_float
 from ._dtensor import local
+from ._snapshot import OptimizerSnapshot, step_hooks_muted
 from .bandwidth import measure_bandwidth
 from .factory import _REGISTRY, create_optimizer, list_optimizers
 from .optim import LAMB, FusedOptimizer
@@ -291,8 +291,8 @@ def profile_step(
             of all of them meanwhile; pass False for throwaway optimizers to save the memory.
         progress: show a progress bar on stderr.
 
-    The optimizer's step hooks are not run while profiling: they may act outside the optimizer (an EMA of the
-    weights, logging), which could not be undone.
+    Step hooks (the optimizer's and the global ones) are not run while profiling: they may act outside the
+    optimizer (an EMA of the weights, logging), which could not be undone.
     """
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"profile_step: expected a torch.optim.Optimizer, got {type(optimizer).__name__}")
@@ -311,10 +311,10 @@ def profile_step(
     label = _label(optimizer)
     devices = sorted({str(p.device) for p in updated}, key=lambda d: (d != "cpu", d))
     sync = _synchronizer(devices)
-    saved = _snapshot(optimizer, params) if restore else None
+    saved = _Snapshot(optimizer, params) if restore else None
     try:
         with (
-            _hooks_muted(optimizer),
+            step_hooks_muted(optimizer),
             Progress(total=warmup + steps + profiler_steps, desc=f"profiling {label}.step", enabled=progress) as bar,
         ):
             for _ in range(warmup):
@@ -335,7 +335,7 @@ def profile_step(
         facts = _tensor_facts(optimizer, updated)
     finally:
         if saved is not None:
-            _restore(optimizer, params, saved)
+            saved.restore()
 
     by_device: Counter[str] = Counter()
     for p in updated:
@@ -542,100 +542,27 @@ def _row_major(shape: torch.Size) -> tuple[int, ...]:
 
 # Leaving no trace ---------------------------------------------------------------------------------------------
 
-_OWN_ATTRS = ("state", "param_groups", "_plans")  # restored separately (_plans: FusedOptimizer's bucket cache)
 
-
-@dataclass
 class _Snapshot:
-    params: list[Tensor]
-    grads: list[tuple[Tensor | None, Tensor | None]]  # (the grad object, a copy of its values)
-    state: dict[Tensor, dict[str, tuple[Any, Any]]]  # param -> key -> (the value object, a copy)
-    groups: list[dict[str, Any]]
-    attrs: dict[str, tuple[Any, Any]]  # attribute -> (the object, a copy of a set/dict/list's contents)
+    """The profiled params and their grads (the same grad objects come back), and the optimizer."""
 
+    def __init__(self, optimizer: Optimizer, params: list[Tensor]) -> None:
+        self.params = params
+        with torch.no_grad():
+            self.values = [p.detach().clone() for p in params]
+            self.grads = [(p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
+        self.optimizer = OptimizerSnapshot(optimizer)
 
-def _snapshot(optimizer: Optimizer, params: list[Tensor]) -> _Snapshot:
-    with torch.no_grad():
-        state = {
-            p: {k: (v, v.detach().clone() if isinstance(v, Tensor) else copy.deepcopy(v)) for k, v in s.items()}
-            for p, s in optimizer.state.items()
-        }
-        return _Snapshot(
-            params=[p.detach().clone() for p in params],
-            grads=[(p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params],
-            state=state,
-            groups=[dict(g) for g in optimizer.param_groups],
-            attrs={
-                k: (v, copy.copy(v) if isinstance(v, (set, dict, list)) else None)
-                for k, v in vars(optimizer).items()
-                if k not in _OWN_ATTRS
-            },
-        )
-
-
-def _restore(optimizer: Optimizer, params: list[Tensor], saved: _Snapshot) -> None:
-    """Put everything back in place: the same tensor objects with their old values, so views (packed state),
-    references the caller holds and captured CUDA graphs stay valid."""
-    with torch.no_grad():
-        for p, value in zip(params, saved.params):
-            p.copy_(value)
-        for p, (grad, value) in zip(params, saved.grads):
-            if p.grad is not grad:
-                p.grad = grad
-            if grad is not None:
-                grad.copy_(value)
-        reshaped = False  # state entries added or replaced: cached plans referring to them are stale
-        for p in [p for p in optimizer.state if p not in saved.state]:  # state created by the profiled steps
-            del optimizer.state[p]
-            reshaped = True
-        for p, entries in saved.state.items():
-            current = optimizer.state[p]
-            for key in [k for k in current if k not in entries]:
-                del current[key]
-                reshaped = True
-            for key, (obj, value) in entries.items():
-                if isinstance(obj, Tensor):
-                    if current.get(key) is not obj:
-                        current[key] = obj
-                        reshaped = True
-                    obj.copy_(value)
-                else:
-                    current[key] = value
-    for group, values in zip(optimizer.param_groups, saved.groups):
-        group.clear()
-        group.update(values)
-    for key in [k for k in vars(optimizer) if k not in _OWN_ATTRS and k not in saved.attrs]:
-        delattr(optimizer, key)  # e.g. a flag the step set
-    for key, (obj, contents) in saved.attrs.items():
-        if getattr(optimizer, key, None) is not obj:
-            setattr(optimizer, key, obj)
-        if isinstance(obj, (set, dict)):
-            obj.clear()
-            obj.update(contents)
-        elif isinstance(obj, list):
-            obj[:] = contents
-    if reshaped and isinstance(optimizer, FusedOptimizer):
-        optimizer._plans.clear()
-
-
-class _hooks_muted:
-    """Run the steps without the optimizer's own step pre/post hooks (their effects could not be undone)."""
-
-    _names = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")
-
-    def __init__(self, optimizer: Optimizer) -> None:
-        self.optimizer = optimizer
-        self.saved: dict[str, Any] = {}
-
-    def __enter__(self) -> None:
-        for name in self._names:
-            if hasattr(self.optimizer, name):
-                self.saved[name] = getattr(self.optimizer, name)
-                setattr(self.optimizer, name, type(self.saved[name])())
-
-    def __exit__(self, *exc: object) -> None:
-        for name, hooks in self.saved.items():
-            setattr(self.optimizer, name, hooks)
+    def restore(self) -> None:
+        with torch.no_grad():
+            for p, value in zip(self.params, self.values):
+                p.copy_(value)
+            for p, (grad, value) in zip(self.params, self.grads):
+                if p.grad is not grad:
+                    p.grad = grad
+                if grad is not None:
+                    grad.copy_(value)
+        self.optimizer.restore()
 
 
 # Advice -------------------------------------------------------------------------------------------------------
@@ -648,6 +575,10 @@ def advise(profile: StepProfile) -> list[str]:
     out: list[str] = []
     target = f"fused_optim.{p.fused_equivalent}" if p.fused_equivalent else None
     use = target or "a fused_optim optimizer"
+
+    def use_with(args: str) -> str:  # fused_optim.AdamW(..., args), or in words where there is no drop-in
+        return f"{target}(..., {args})" if target else f"a fused_optim optimizer with {args}"
+
     grad_bytes = p.elements * 4  # rough: the extra passes below are over the gradients, mostly float32
 
     if target and not p.fused:
@@ -663,7 +594,7 @@ def advise(profile: StepProfile) -> list[str]:
         out.append(
             f"{n:,} {dtype} params have no float32 master: an update smaller than about {roundoff:.1e} of a "
             f"weight's magnitude rounds away, so small learning rates and late training stall. Use "
-            f"{use}(..., master_weights=True){split if dtype == 'bfloat16' else ''}."
+            f"{use_with('master_weights=True')}{split if dtype == 'bfloat16' else ''}."
         )
     if p.scaler and not p.supports_amp_scaling:
         out.append(
@@ -700,10 +631,12 @@ def advise(profile: StepProfile) -> list[str]:
     )
     if many_tiny:
         if p.fused:
+            launches = (
+                f"in {_plural(p.launches_per_step, 'launch')} per step" if p.launches_per_step else "in few launches"
+            )
             how = (
-                f"{p.optimizer} already updates them in {_plural(p.launches_per_step, 'launch')} per step; to go "
-                f"further, merge small parameters into fewer, larger ones (e.g. one flat buffer for biases and norm "
-                f"weights, as FSDP's flat parameters do)"
+                f"{p.optimizer} already updates them {launches}; to go further, merge small parameters into fewer, "
+                f"larger ones (e.g. one flat buffer for biases and norm weights, as FSDP's flat parameters do)"
             )
         elif target:
             how = f"{p.optimizer} works per tensor or per chunk of tensors; {target} takes them all in one launch"
@@ -732,17 +665,19 @@ def advise(profile: StepProfile) -> list[str]:
     if len(p.param_sets) > 1:
         main = max(p.param_sets, key=lambda s: s.elements)
         others = ", ".join(f"{s.tensors:,} {s.dtype} on {s.device}" for s in p.param_sets if s is not main)
+        here = f" ({_num(p.launches_per_step)} per step here)" if p.launches_per_step else ""
         out.append(
             f"The params span {len(p.param_sets)} device/dtype sets (mostly {main.dtype} on {main.device}; also "
-            f"{others}): a fused step launches once per set and param group ({_num(p.launches_per_step)} per step "
-            f"here). Unless they are kept apart on purpose (e.g. fp32 norms), cast them to {main.dtype} on "
+            f"{others}): a fused step launches once per set and param group{here}. Unless they are "
+            f"kept apart on purpose (e.g. fp32 norms), cast them to {main.dtype} on "
             f"{main.device} to save the launches."
         )
     fp32_gpu = sum(s.elements for s in p.param_sets if s.device.startswith("cuda") and s.dtype == "float32")
     if fp32_gpu >= LARGE_MODEL:
+        split = use_with("master_weights='split'")
         out.append(
             f"{fp32_gpu / 1e6:.0f} M float32 params on the GPU: train with bfloat16 params "
-            f"(model.to(torch.bfloat16)) and {use}(..., master_weights='split'): the same 4 bytes per parameter "
+            f"(model.to(torch.bfloat16)) and {split}: the same 4 bytes per parameter "
             f"keep an exact float32 master while forward, backward and the gradients use half the bytes. "
             f"master_weights=True keeps a separate float32 copy instead (6 bytes per parameter; the bf16 weights "
             f"are rounded rather than truncated)."
