@@ -87,6 +87,15 @@ std::vector<std::tuple<int64_t, int64_t, int64_t>> cpu_spans(const std::vector<i
 // from step to step; only the gradients are converted on every call.
 struct CachedTensorList {
   std::vector<at::Tensor> tensors;
+  // Each tensor's dtype and device when the list was made: `p.data = p.data.double()` (module.double(),
+  // .to(dtype) on part of a model) keeps the tensor object but changes what the plan built from it assumed.
+  std::vector<std::pair<at::ScalarType, at::Device>> kinds;
+
+  CachedTensorList() = default;  // kinds left empty: a step's gradients, never asked `holds`
+  explicit CachedTensorList(std::vector<at::Tensor> list) : tensors(std::move(list)) {
+    kinds.reserve(tensors.size());
+    for (const auto& t : tensors) kinds.emplace_back(t.scalar_type(), t.device());
+  }
 };
 
 // An eager binding's tensor-list argument: a CachedTensorList, borrowed, or a Python list, converted.
@@ -190,7 +199,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       py::arg("arg_bytes") = fused_optim::cuda::kClassicArgBytes);
   py::class_<CachedTensorList>(m, "TensorList",
                                "A list of tensors converted once, for ops called every step with the same tensors.")
-      .def(py::init([](std::vector<at::Tensor> tensors) { return CachedTensorList{std::move(tensors)}; }))
+      .def(py::init([](std::vector<at::Tensor> tensors) { return CachedTensorList(std::move(tensors)); }))
       .def("__len__", [](const CachedTensorList& l) { return l.tensors.size(); })
       .def("__getitem__",
            [](const CachedTensorList& l, py::ssize_t i) {
@@ -220,16 +229,20 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
             if (!PyList_Check(items.ptr()) || static_cast<size_t>(PyList_GET_SIZE(items.ptr())) != l.tensors.size()) {
               return false;
             }
+            const bool kinds = l.kinds.size() == l.tensors.size();
             for (size_t i = 0; i < l.tensors.size(); ++i) {
               PyObject* item = PyList_GET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i));
+              const at::Tensor& t = l.tensors[i];
               if (!THPVariable_Check(item) ||
-                  THPVariable_Unpack(item).unsafeGetTensorImpl() != l.tensors[i].unsafeGetTensorImpl()) {
+                  THPVariable_Unpack(item).unsafeGetTensorImpl() != t.unsafeGetTensorImpl() ||
+                  (kinds && (t.scalar_type() != l.kinds[i].first || t.device() != l.kinds[i].second))) {
                 return false;
               }
             }
             return true;
           },
-          "Whether `items` is a list of these very tensors, in this order (by identity, without a Python loop).")
+          "Whether `items` is a list of these very tensors, in this order (by identity, without a Python loop), "
+          "each still of the dtype and device it had when the list was made.")
       .def(
           "host_max",
           [](const CachedTensorList& l) -> std::optional<double> {

@@ -283,21 +283,6 @@ def test_step_hooks_do_not_run_during_the_sweep():
             h.remove()
 
 
-def test_an_unwritable_png_is_refused_before_the_run(tmp_path):
-    x, y = _regression(1.0)
-    calls = []
-
-    def loss_fn(m, batch):
-        calls.append(1)
-        return _mse(m, batch)
-
-    with pytest.raises(FileNotFoundError, match="no such folder"):
-        _quiet(model=_linear(), loss_fn=loss_fn, data=[(x, y)], num_steps=5, png=tmp_path / "missing" / "x.png")
-    with pytest.raises(IsADirectoryError):
-        _quiet(model=_linear(), loss_fn=loss_fn, data=[(x, y)], num_steps=5, png=tmp_path)
-    assert calls == []
-
-
 # Restoring the caller's objects
 
 
@@ -549,10 +534,23 @@ def test_missing_matplotlib_is_said_before_the_run(monkeypatch, tmp_path):
 
     with pytest.raises(ImportError, match="pip install matplotlib"):
         find_lr(_linear(), loss_fn, [(x, y)], png=str(tmp_path / "x.png"))
-    assert calls == []
     r = LRFinderResult([1e-3, 1e-2], [1.0, 0.5], [1.0, 0.5], None, None, False, 2)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         r.plot(str(tmp_path / "x.png"))
+    assert calls == []
+
+
+def test_a_png_path_the_end_could_not_write_is_refused_before_the_run(tmp_path):
+    pytest.importorskip("matplotlib")
+    x, y = _regression(1.0)
+    with pytest.raises(FileNotFoundError, match="no such folder"):
+        find_lr(_linear(), _mse_never_called, [(x, y)], png=tmp_path / "missing" / "x.png")
+    with pytest.raises(IsADirectoryError):
+        find_lr(_linear(), _mse_never_called, [(x, y)], png=tmp_path)
+
+
+def _mse_never_called(m, batch):
+    raise AssertionError("the run started")
 
 
 def test_progress_bar_shows_lr_and_loss(capsys):

@@ -386,3 +386,139 @@ def test_every_kind_of_state_edit_changes_the_version():
         assert state.version != before, f"edit {i} was not noticed"
     assert state == {}
     assert repr(state) == "defaultdict(<class 'dict'>, {})"  # as torch.optim's state prints
+
+
+def _run_alike(make_ours, make_ref, shapes, edit, steps=5, dtype=torch.float32):
+    """Ours and torch.optim's on equal params: ``edit(opt, params, step)`` before every step, then compare."""
+    torch.manual_seed(0)
+    ours_p = [torch.randn(s, dtype=dtype, requires_grad=True) for s in shapes]
+    ref_p = [p.detach().clone().requires_grad_() for p in ours_p]
+    ours, ref = make_ours(ours_p), make_ref(ref_p)
+    for step in range(steps):
+        for ps, opt in ((ours_p, ours), (ref_p, ref)):
+            edit(opt, ps, step)
+            g = torch.Generator().manual_seed(step)
+            for p in ps:
+                p.grad = torch.randn(p.shape, generator=g, dtype=torch.float64).to(p.dtype)
+            opt.step()
+    for p, q in zip(ours_p, ref_p):
+        torch.testing.assert_close(p, q)
+    return ours, ref, ours_p, ref_p
+
+
+def test_a_new_state_mapping_is_taken_before_any_plan_exists():
+    """`opt.state = defaultdict(dict)` right after add_param_group (no plan cached) crashed the next step."""
+    import collections
+
+    def edit(opt, ps, step):
+        if step == 2:
+            opt.add_param_group({"params": [ps[2]]})
+        if step in (0, 2):
+            opt.state = collections.defaultdict(dict)
+
+    def ours(ps):
+        return fused_optim.Adam(ps[:2], lr=0.1)
+
+    def ref(ps):
+        return torch.optim.Adam(ps[:2], lr=0.1, foreach=False)
+
+    _run_alike(ours, ref, ((3,), (4,), (2,)), edit)
+
+
+@pytest.mark.parametrize("kind", ["SGD", "Adam", "Adagrad"])
+def test_complex_params_and_state_replaced_through_data_are_seen(kind):
+    """A complex tensor is stepped through its real view; `p.data = t` must not leave the step on the old one."""
+    make = {
+        "SGD": (lambda ps: fused_optim.SGD(ps, lr=0.1, momentum=0.9),
+                lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, foreach=False), "momentum_buffer"),
+        "Adam": (lambda ps: fused_optim.Adam(ps, lr=0.1), lambda ps: torch.optim.Adam(ps, lr=0.1, foreach=False),
+                 "exp_avg"),
+        "Adagrad": (lambda ps: fused_optim.Adagrad(ps, lr=0.1),
+                    lambda ps: torch.optim.Adagrad(ps, lr=0.1, foreach=False), "sum"),
+    }  # fmt: skip
+    ours, ref, key = make[kind]
+
+    def edit(opt, ps, step):
+        if step == 2:
+            ps[0].data = torch.full_like(ps[0], 1 + 2j)
+        if step == 3:
+            buf = opt.state[ps[1]][key]
+            buf.data = torch.full_like(buf, 0.5 + 0.5j)
+
+    ours_opt, ref_opt, ours_p, ref_p = _run_alike(ours, ref, ((3,), (2, 2)), edit, dtype=torch.complex64)
+    for p, q in zip(ours_p, ref_p):
+        torch.testing.assert_close(ours_opt.state[p][key], ref_opt.state[q][key])
+
+
+def test_a_param_whose_dtype_changes_in_place_is_seen():
+    """module.double() on part of a model: `p.data = p.data.double()` keeps the param object."""
+
+    def edit(opt, ps, step):
+        if step == 2:
+            ps[0].data = ps[0].data.double()
+
+    def ours(ps):
+        return fused_optim.SGD(ps, lr=0.1)
+
+    def ref(ps):
+        return torch.optim.SGD(ps, lr=0.1, foreach=False)
+
+    _, _, ours_p, _ = _run_alike(ours, ref, ((3,), (4,)), edit)
+    assert [p.dtype for p in ours_p] == [torch.float64, torch.float32]
+
+
+def test_sgd_without_momentum_keeps_no_state():
+    """As torch.optim.SGD: no empty entry per param, so state_dict is {} and survives a param replacement."""
+    _, _, ours_p, _ = _run_alike(
+        lambda ps: fused_optim.SGD(ps, lr=0.1), lambda ps: torch.optim.SGD(ps, lr=0.1), ((3,), (4,)), lambda *a: None
+    )
+    ours = fused_optim.SGD(ours_p, lr=0.1)
+    set_grads(ours_p)
+    ours.step()
+    assert len(ours.state) == 0 and ours.state_dict()["state"] == {}
+    ours.param_groups[0]["params"][0] = torch.zeros(3, requires_grad=True)
+    assert ours.state_dict()["state"] == {}
+    master = fused_optim.SGD([torch.zeros(3, dtype=torch.bfloat16, requires_grad=True)], master_weights=True)
+    set_grads(master.param_groups[0]["params"])
+    master.step()
+    assert list(master.state_dict()["state"][0]) == ["master_param"]  # the master is state
+
+
+def test_sgd_with_dampening_after_a_skipped_first_step_is_torchs():
+    """GradScaler skips the first step (inf): torch.optim then has no buffer. A checkpoint taken now, or a buffer
+    put in by hand, must go on as torch's does (the zero buffer made for the skipped step is not kept)."""
+
+    def first_step_skipped(cls):
+        p = torch.ones(2, requires_grad=True)
+        kwargs = {"lr": 0.1, "momentum": 0.9, "dampening": 0.5}
+        opt = cls([p], **kwargs) if cls is fused_optim.SGD else cls([p], foreach=False, **kwargs)
+        scaler = torch.amp.GradScaler("cpu")
+        scaler.scale((p * torch.tensor([float("inf"), 1.0])).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+        return p, opt, kwargs
+
+    for setup in ("resume", "by hand"):
+        results = []
+        for cls in (fused_optim.SGD, torch.optim.SGD):
+            p, opt, kwargs = first_step_skipped(cls)
+            assert len(opt.state) == 0
+            if setup == "resume":
+                opt = cls([p], **kwargs)
+                opt.load_state_dict(first_step_skipped(cls)[1].state_dict())
+            else:
+                opt.state[p]["momentum_buffer"] = torch.full_like(p, 3.0)
+            p.grad = torch.ones_like(p)
+            opt.step()
+            results.append(opt.state[p]["momentum_buffer"])
+        torch.testing.assert_close(results[0], results[1])
+
+
+def test_a_cached_tensor_list_no_longer_holds_a_tensor_whose_dtype_changed():
+    from fused_optim import _C
+
+    a, b = torch.zeros(3), torch.zeros(2)
+    handle = _C.TensorList([a, b])
+    assert handle.holds([a, b]) and not handle.holds([b, a]) and not handle.holds([a])
+    a.data = a.data.double()  # the same tensor object, another dtype
+    assert not handle.holds([a, b])

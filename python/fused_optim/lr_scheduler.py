@@ -667,6 +667,17 @@ def get_cosine_schedule_with_warmup(
     return LambdaLR(optimizer, fn, last_epoch, warmup_steps=num_warmup_steps)
 
 
+def _min_lr_rate(optimizer: Optimizer, min_lr: float | None, min_lr_rate: float | None) -> float:
+    """HF's floor of its min-lr cosines as a ratio: ``min_lr`` over the optimizer's default lr, or ``min_lr_rate``."""
+    if min_lr is not None and min_lr_rate is not None:
+        raise ValueError("Only one of min_lr or min_lr_rate should be set")
+    if min_lr is not None:
+        return min_lr / float(optimizer.defaults["lr"])
+    if min_lr_rate is None:
+        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    return min_lr_rate
+
+
 def get_cosine_with_min_lr_schedule_with_warmup(
     optimizer: Optimizer,
     num_warmup_steps: int,
@@ -677,12 +688,7 @@ def get_cosine_with_min_lr_schedule_with_warmup(
     min_lr_rate: float | None = None,
 ) -> LambdaLR:
     """HF's cosine down to ``min_lr`` (absolute, as a ratio of the optimizer's default lr) or ``min_lr_rate``."""
-    if min_lr is not None and min_lr_rate is not None:
-        raise ValueError("Only one of min_lr or min_lr_rate should be set")
-    if min_lr is not None:
-        min_lr_rate = min_lr / float(optimizer.defaults["lr"])
-    elif min_lr_rate is None:
-        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    min_lr_rate = _min_lr_rate(optimizer, min_lr, min_lr_rate)
     fn = _CosineWave(num_training_steps - num_warmup_steps, num_cycles, min_lr_rate)
     return LambdaLR(optimizer, fn, last_epoch, warmup_steps=num_warmup_steps)
 
@@ -699,12 +705,7 @@ def get_cosine_with_min_lr_schedule_with_warmup_lr_rate(
 ) -> LambdaLR:
     """HF's ``cosine_warmup_with_min_lr``: as :func:`get_cosine_with_min_lr_schedule_with_warmup`, but the
     warm-up starts at ``warmup_lr_rate`` (default 1 / ``num_warmup_steps``) and both phases run one step ahead."""
-    if min_lr is not None and min_lr_rate is not None:
-        raise ValueError("Only one of min_lr or min_lr_rate should be set")
-    if min_lr is not None:
-        min_lr_rate = min_lr / float(optimizer.defaults["lr"])
-    elif min_lr_rate is None:
-        raise ValueError("One of min_lr or min_lr_rate should be set through the `lr_scheduler_kwargs`")
+    min_lr_rate = _min_lr_rate(optimizer, min_lr, min_lr_rate)
     fn = _CosineWarmupLrRate(num_warmup_steps, num_training_steps, num_cycles, min_lr_rate, warmup_lr_rate)
     return LambdaLR(optimizer, fn, last_epoch)
 

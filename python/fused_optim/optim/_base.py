@@ -47,7 +47,14 @@ class Bucket:
     whole_group: bool = False  # every param of the group, in order (the common case: grads need no picking)
     #: DTensor params (FSDP2, tensor parallel): each param's DTensor, whose local shard the kernels update.
     dtensors: list[Tensor] | None = None
+    #: Complex buckets: (complex tensor, its real view) of each param and state tensor. The views keep the storage
+    #: they were made on: `p.data = t` must rebuild them, or the step would update memory no one sees.
+    real_views: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     _handles: dict[str, Any] = field(default_factory=dict)
+
+    def views_current(self) -> bool:
+        """The real views still alias their complex tensors (always true for a real bucket)."""
+        return all(t.data_ptr() == v.data_ptr() for t, v in self.real_views)
 
     def lists(self, *names: str) -> list[Any]:
         """The params (``"params"``) and state lists (by key) for an op call. In eager mode they are
@@ -84,6 +91,9 @@ class _GroupPlan:
     #: state's version.
     params_handle: Any = None
     state_version: int = 0
+
+    def __post_init__(self) -> None:
+        self.complex_buckets = [b for b in self.buckets if b.is_complex]
 
     @property
     def reads_grads_in_cpp(self) -> bool:
@@ -557,17 +567,22 @@ class FusedOptimizer(Optimizer):
     def _cached_plan(self, group: dict[str, Any]) -> _GroupPlan | None:
         """The group's cached plan if it still describes the group (None, and dropped, if not): the same params,
         by identity and in order (a param replaced in ``group["params"]`` must not leave the old one training on
-        the new one's gradient), and state unchanged since (see _state.py)."""
+        the new one's gradient) and of the same dtypes and devices (``p.data = p.data.double()``), state unchanged
+        since (see _state.py), and complex tensors' real views still on their storage."""
+        state = self.state
+        if type(state) is not OptimizerState:  # replaced by user code (`opt.state = defaultdict(dict)`)
+            self.state = state = OptimizerState(state)
         cache_key = _group_key(group)
         plan = self._plans.get(cache_key)
         if plan is None:
             return None
-        state = self.state
-        if type(state) is not OptimizerState:  # replaced by user code (`opt.state = defaultdict(dict)`)
-            self.state = state = OptimizerState(state)
         if plan.state_version == state.version and (
-            torch.compiler.is_compiling()
-            or (plan.params_handle is not None and plan.params_handle.holds(group["params"]))
+            torch.compiler.is_compiling()  # dynamo guards on the params itself
+            or (
+                plan.params_handle is not None
+                and plan.params_handle.holds(group["params"])
+                and (not plan.complex_buckets or all(b.views_current() for b in plan.complex_buckets))
+            )
         ):
             return plan
         del self._plans[cache_key]
@@ -613,8 +628,9 @@ class FusedOptimizer(Optimizer):
 
     def _build_buckets(self, group: dict[str, Any], all_grads: list[Tensor | None]) -> list[Bucket]:
         fresh = []
+        stateless = not self._state_keys(group)  # SGD without momentum: no entry at all, as torch.optim makes none
         for p, g in zip(group["params"], all_grads):
-            if g is None:
+            if g is None or (stateless and p not in self.state and self._master_mode(group, p.dtype) is None):
                 continue
             state = self.state[p]
             if len(state) == 0:
@@ -628,13 +644,13 @@ class FusedOptimizer(Optimizer):
         _pack_state(fresh, (*self._state_keys(group), *MASTER_KEYS.values()))
 
         # One counter dtype per group (an op call takes one): float64 once any counter is (see _WIDEN_STEPS_AT).
-        steps = [self.state[p].get("step") for p, g in zip(group["params"], all_grads) if g is not None]
+        steps = [self.state.get(p, {}).get("step") for p, g in zip(group["params"], all_grads) if g is not None]
         step_dtype = torch.float64 if any(s is not None and s.dtype == torch.float64 for s in steps) else torch.float32
         buckets: dict[tuple[torch.device, torch.dtype, bool], Bucket] = {}
         for i, (p, g) in enumerate(zip(group["params"], all_grads)):
             if g is None:
                 continue
-            state = self.state[p]
+            state = self.state.get(p, {})
             # Steps loaded from a torch.optim state_dict may be CPU tensors: the kernels want them beside p.
             step = state.get("step")
             if step is not None and (step.device != p.device or step.dtype != step_dtype):
@@ -652,14 +668,23 @@ class FusedOptimizer(Optimizer):
                 b.dtensors.append(p)
             # The kernels see plain tensors: a DTensor's local shard (state made by zeros_like(p) is sharded
             # like p, so shards line up), and a complex tensor's real view.
-            b.params.append(torch.view_as_real(local(p)) if b.is_complex else local(p))
+            b.params.append(_real_view(b, local(p)))
             for k in b.state:
                 t = local(state[k])
-                b.state[k].append(torch.view_as_real(t) if b.is_complex and k != "step" else t)
+                b.state[k].append(t if k == "step" else _real_view(b, t))
         if len(buckets) == 1:
             (b,) = buckets.values()
             b.whole_group = len(b.indices) == len(all_grads)
         return list(buckets.values())
+
+
+def _real_view(bucket: Bucket, t: Tensor) -> Tensor:
+    """What the kernels see of ``t``: itself, or its real view in a complex bucket (remembered, see real_views)."""
+    if not bucket.is_complex:
+        return t
+    view = torch.view_as_real(t)
+    bucket.real_views.append((t, view))
+    return view
 
 
 @functools.cache

@@ -147,6 +147,13 @@ class SGD(FusedOptimizer):
                     master_params=[masters[k] for k in pick] if masters else None,
                     **kwargs,
                 )
-        # A skipped step leaves the new buffers new (only with dampening, and the one host read of found_inf).
-        if found_inf is None or not found_inf.item():
-            self._new_buffers.difference_update(params[i] for i in bucket.indices)
+        # The one host read of found_inf (only with dampening). A skipped first step leaves no buffer, as
+        # torch.optim, whose step does not run then, leaves none: a checkpoint taken now, or a buffer put into the
+        # state by hand, must not be mistaken for a first step's.
+        if found_inf is not None and found_inf.item():
+            for i in (i for i, f in zip(bucket.indices, first) if f):
+                state = self.state[params[i]]
+                del state["momentum_buffer"]
+                if not state:
+                    del self.state[params[i]]
+        self._new_buffers.difference_update(params[i] for i in bucket.indices)
