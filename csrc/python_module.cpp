@@ -87,14 +87,15 @@ std::vector<std::tuple<int64_t, int64_t, int64_t>> cpu_spans(const std::vector<i
 // from step to step; only the gradients are converted on every call.
 struct CachedTensorList {
   std::vector<at::Tensor> tensors;
-  // Each tensor's dtype and device when the list was made: `p.data = p.data.double()` (module.double(),
-  // .to(dtype) on part of a model) keeps the tensor object but changes what the plan built from it assumed.
-  std::vector<std::pair<at::ScalarType, at::Device>> kinds;
+  // Each tensor's dtype when the list was made: `p.data = p.data.double()` (module.double(), .to(dtype) on part
+  // of a model) keeps the tensor object but changes what the plan built from it assumed. (A device cannot change
+  // that way: module.to(device) makes new parameters, which the identity check sees.)
+  std::vector<caffe2::TypeMeta> dtypes;
 
-  CachedTensorList() = default;  // kinds left empty: a step's gradients, never asked `holds`
+  CachedTensorList() = default;  // dtypes left empty: a step's gradients, never asked `holds`
   explicit CachedTensorList(std::vector<at::Tensor> list) : tensors(std::move(list)) {
-    kinds.reserve(tensors.size());
-    for (const auto& t : tensors) kinds.emplace_back(t.scalar_type(), t.device());
+    dtypes.reserve(tensors.size());
+    for (const auto& t : tensors) dtypes.push_back(t.dtype());
   }
 };
 
@@ -229,20 +230,30 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
             if (!PyList_Check(items.ptr()) || static_cast<size_t>(PyList_GET_SIZE(items.ptr())) != l.tensors.size()) {
               return false;
             }
-            const bool kinds = l.kinds.size() == l.tensors.size();
+            const bool check_dtypes = l.dtypes.size() == l.tensors.size();
             for (size_t i = 0; i < l.tensors.size(); ++i) {
               PyObject* item = PyList_GET_ITEM(items.ptr(), static_cast<Py_ssize_t>(i));
-              const at::Tensor& t = l.tensors[i];
-              if (!THPVariable_Check(item) ||
-                  THPVariable_Unpack(item).unsafeGetTensorImpl() != t.unsafeGetTensorImpl() ||
-                  (kinds && (t.scalar_type() != l.kinds[i].first || t.device() != l.kinds[i].second))) {
+              const c10::TensorImpl* impl = l.tensors[i].unsafeGetTensorImpl();
+              if (!THPVariable_Check(item) || THPVariable_Unpack(item).unsafeGetTensorImpl() != impl ||
+                  (check_dtypes && impl->dtype() != l.dtypes[i])) {
                 return false;
               }
             }
             return true;
           },
           "Whether `items` is a list of these very tensors, in this order (by identity, without a Python loop), "
-          "each still of the dtype and device it had when the list was made.")
+          "each still of the dtype it had when the list was made.")
+      .def(
+          "same_data",
+          [](const CachedTensorList& l, const CachedTensorList& other) {
+            if (l.tensors.size() != other.tensors.size()) return false;
+            for (size_t i = 0; i < l.tensors.size(); ++i) {
+              if (l.tensors[i].data_ptr() != other.tensors[i].data_ptr()) return false;
+            }
+            return true;
+          },
+          "Whether each tensor starts at the same address as the one at its position in `other` (a view and the "
+          "tensor it was made from).")
       .def(
           "host_max",
           [](const CachedTensorList& l) -> std::optional<double> {

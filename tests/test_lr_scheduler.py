@@ -253,20 +253,28 @@ def test_a_function_path_saved_by_an_earlier_release_is_ignored():
 
 
 def test_resume_hf_cosine_through_torch_save():
-    def make(opt):
-        return sch.get_cosine_schedule_with_warmup(opt, 3, 40, num_cycles=1.5)
+    def make(opt, total=40):
+        return sch.get_cosine_schedule_with_warmup(opt, 3, total, num_cycles=1.5)
 
     full = _run(make(_sgd()), 45)
     first = make(_sgd())
     _run(first, 17)
     buf = io.BytesIO()
     torch.save(first.state_dict(), buf)
-    buf.seek(0)
-    second = sch.LambdaLR(_sgd(), sch._CosineWave(1, 0.5))  # wrong parameters: the state restores them
-    second.load_state_dict(torch.load(buf, weights_only=True))
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=True)
+    assert state["lr_lambdas"] == [None]  # as HF's functools.partial: the lengths are the new schedule's
+    second = make(_sgd())
+    second.load_state_dict(state)
     second.optimizer.step()
     second.step()
     _close(_run(second, 27), full[18:])
+    longer = make(_sgd(), total=80)  # training extended: the resumed schedule follows the new length, as HF's
+    longer.load_state_dict(state)
+    longer.optimizer.step()
+    longer.step()
+    assert longer.get_last_lr()[0] == pytest.approx(LR * _hf_cosine(18, 3, 80, 1.5), rel=1e-12)
+    old = dict(state, lr_lambdas=[{"decay_steps": 37, "num_cycles": 1.5, "min_lr_rate": 0.0}])  # an older release's
+    make(_sgd()).load_state_dict(old)
 
 
 def test_state_dict_of_a_lambda_leaves_it_out():

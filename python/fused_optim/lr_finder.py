@@ -187,6 +187,8 @@ def find_lr(
             trainable parameters, an optimizer over tensors outside the model, or empty ``data``.
         TypeError: ``loss_fn`` returned something other than a scalar tensor that requires grad.
         ImportError: ``png`` was given but matplotlib is not installed.
+        OSError: ``png`` names a file that could not be written at the end (a missing or read-only folder, or a
+            folder itself): ``FileNotFoundError``, ``PermissionError`` or ``IsADirectoryError``.
     """
     _check_arguments(start_lr, end_lr, num_steps, beta, diverge_factor, skip_start)
     trainable = [p for p in model.parameters() if p.requires_grad]

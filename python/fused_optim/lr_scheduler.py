@@ -278,7 +278,14 @@ class LambdaLR(ClosedFormLR, _TorchLambdaLR):
         self.__dict__.update(state)
         for fn, entry in zip(self.lr_lambdas, saved):
             # An import path saved by fused_optim 0.1's first releases names a function: the one given now wins.
-            if isinstance(entry, dict) and _OLD_FUNCTION_KEY not in entry and not isinstance(fn, types.FunctionType):
+            # Our HF multipliers have no __dict__ (see _CosineWave), as HF's partials have nothing to restore.
+            old_path = isinstance(entry, dict) and _OLD_FUNCTION_KEY in entry
+            if (
+                isinstance(entry, dict)
+                and not old_path
+                and hasattr(fn, "__dict__")
+                and not isinstance(fn, types.FunctionType)
+            ):
                 fn.__dict__.update(entry)
         self._lrs_set = None  # as ClosedFormLR.load_state_dict
 
@@ -556,11 +563,14 @@ class WarmupStableDecayLR(ClosedFormLR):
 
 
 # HF-compatible helpers. Lengths there count the warm-up, here they start after it, hence `total - warmup`.
-# The two cosines below are callable objects (not lambdas) so state_dict() keeps them.
+# The multipliers below are callable objects without a __dict__ (slots): like HF's functools.partial, they are
+# saved as nothing, so a schedule rebuilt with other lengths and resumed from a checkpoint keeps its new lengths.
 
 
 class _CosineWave:
     """HF's cosine multiplier after warm-up, held at its end value after ``decay_steps``."""
+
+    __slots__ = ("decay_steps", "num_cycles", "min_lr_rate")
 
     def __init__(self, decay_steps: int, num_cycles: float, min_lr_rate: float = 0.0) -> None:
         self.decay_steps = decay_steps
@@ -579,6 +589,8 @@ class _WarmupThen:
     polynomial schedules give when the warm-up leaves no decay steps (``num_warmup_steps >= num_training_steps``),
     where the schedule after it is not the peak the warm-up climbs to."""
 
+    __slots__ = ("warmup_steps", "value")
+
     def __init__(self, warmup_steps: int, value: float) -> None:
         self.warmup_steps = warmup_steps
         self.value = value
@@ -591,6 +603,8 @@ class _CosineWarmupLrRate:
     """HF's ``cosine_warmup_with_min_lr``: a warm-up one step ahead of the others (from ``warmup_lr_rate``, or
     from 1 / warmup_steps, reaching 1 at its last step), then a cosine to ``min_lr_rate`` that also starts one step
     in; held at its end value after ``num_training_steps``."""
+
+    __slots__ = ("warmup_steps", "training_steps", "num_cycles", "min_lr_rate", "warmup_lr_rate")
 
     def __init__(
         self,
@@ -620,6 +634,8 @@ class _CosineWarmupLrRate:
 
 class _CosineHardRestarts:
     """HF's hard-restarts multiplier after warm-up (0 from ``decay_steps`` on)."""
+
+    __slots__ = ("decay_steps", "num_cycles")
 
     def __init__(self, decay_steps: int, num_cycles: int) -> None:
         self.decay_steps = decay_steps

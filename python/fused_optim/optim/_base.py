@@ -51,10 +51,14 @@ class Bucket:
     #: they were made on: `p.data = t` must rebuild them, or the step would update memory no one sees.
     real_views: list[tuple[Tensor, Tensor]] = field(default_factory=list)
     _handles: dict[str, Any] = field(default_factory=dict)
+    _view_handles: tuple[Any, ...] | None = None  # real_views' tensors and views, as two _C.TensorLists
 
     def views_current(self) -> bool:
-        """The real views still alias their complex tensors (always true for a real bucket)."""
-        return all(t.data_ptr() == v.data_ptr() for t, v in self.real_views)
+        """The real views still alias their complex tensors (always true for a real bucket); compared in C++, a
+        Python loop of data_ptr() calls cost 1 ms a step on 1000 complex params."""
+        if self._view_handles is None:
+            self._view_handles = tuple(_C.TensorList(list(x)) for x in zip(*self.real_views))
+        return not self._view_handles or self._view_handles[0].same_data(self._view_handles[1])
 
     def lists(self, *names: str) -> list[Any]:
         """The params (``"params"``) and state lists (by key) for an op call. In eager mode they are

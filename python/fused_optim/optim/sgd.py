@@ -125,7 +125,8 @@ class SGD(FusedOptimizer):
         masters = bucket.state.get(bucket.master_key, []) if bucket.master_key else []
         if self._new_buffers and buffers and group["dampening"] == 0:
             # Without dampening, blending into a zero buffer (0 * momentum + g) is the same as starting it from g:
-            # no separate first-step call, and no host read of found_inf to know whether the step happened.
+            # no separate first-step call, and no host read of found_inf to know whether the step happened. (A
+            # skipped first step keeps that zero buffer where torch.optim has none: any next step is the same.)
             self._new_buffers.difference_update(group["params"][i] for i in bucket.indices)
         if not (self._new_buffers and buffers):
             params, *state = bucket.lists("params", *(["momentum_buffer"] if buffers else []))
