@@ -18,8 +18,6 @@ import torch.optim.optimizer as torch_optimizer
 from torch import Tensor
 from torch.optim import Optimizer
 
-from .optim import FusedOptimizer
-
 _OWN_ATTRS = ("state", "param_groups", "_plans")  # restored separately (_plans: FusedOptimizer's bucket cache)
 
 
@@ -59,21 +57,18 @@ class OptimizerSnapshot:
 
     def restore(self) -> None:
         optimizer = self.optimizer
+        # Entries deleted or put back change the state's version, which drops a FusedOptimizer's cached plans.
         with torch.no_grad():
-            reshaped = False  # state entries added or replaced: cached plans referring to them are stale
             for p in [p for p in optimizer.state if p not in self.state]:  # state created since the snapshot
                 del optimizer.state[p]
-                reshaped = True
             for p, entries in self.state.items():
                 current = optimizer.state[p]
                 for key in [k for k in current if k not in entries]:
                     del current[key]
-                    reshaped = True
                 for key, (obj, value) in entries.items():
                     if isinstance(obj, Tensor):
                         if current.get(key) is not obj:
                             current[key] = obj
-                            reshaped = True
                         obj.copy_(value)
                     else:
                         current[key] = value
@@ -94,8 +89,6 @@ class OptimizerSnapshot:
                 obj.update(contents)
             elif isinstance(obj, list):
                 obj[:] = contents
-        if reshaped and isinstance(optimizer, FusedOptimizer):
-            optimizer._plans.clear()
 
 
 _HOOKS = ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks")

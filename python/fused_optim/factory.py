@@ -95,9 +95,10 @@ def create_optimizer(
         cls = name_or_class
     else:
         raise TypeError(f"name_or_class must be a name or a torch.optim.Optimizer subclass, got {name_or_class!r}")
-    takes_weight_decay = "weight_decay" in inspect.signature(cls).parameters
+    signature = inspect.signature(cls).parameters
+    takes_weight_decay = "weight_decay" in signature
     if weight_decay is None:
-        default = inspect.signature(cls).parameters["weight_decay"].default if takes_weight_decay else 0.0
+        default = signature["weight_decay"].default if takes_weight_decay else 0.0
         weight_decay = default if isinstance(default, numbers.Real) else 0.0
     # The groups built below carry weight_decay past the optimizer's own check of its default (and torch.optim's
     # optimizers let inf through, which makes every parameter NaN).

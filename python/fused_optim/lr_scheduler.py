@@ -265,10 +265,7 @@ class LambdaLR(ClosedFormLR, _TorchLambdaLR):
     def state_dict(self) -> dict[str, Any]:
         """The scheduler's state, with each callable object's attributes (None for a function)."""
         state = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "lr_lambdas")}
-        state["lr_lambdas"] = [
-            None if isinstance(fn, types.FunctionType) or not hasattr(fn, "__dict__") else dict(fn.__dict__)
-            for fn in self.lr_lambdas
-        ]
+        state["lr_lambdas"] = [dict(fn.__dict__) if _has_saved_attributes(fn) else None for fn in self.lr_lambdas]
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -279,18 +276,17 @@ class LambdaLR(ClosedFormLR, _TorchLambdaLR):
         for fn, entry in zip(self.lr_lambdas, saved):
             # An import path saved by fused_optim 0.1's first releases names a function: the one given now wins.
             # Our HF multipliers have no __dict__ (see _CosineWave), as HF's partials have nothing to restore.
-            old_path = isinstance(entry, dict) and _OLD_FUNCTION_KEY in entry
-            if (
-                isinstance(entry, dict)
-                and not old_path
-                and hasattr(fn, "__dict__")
-                and not isinstance(fn, types.FunctionType)
-            ):
+            if isinstance(entry, dict) and _OLD_FUNCTION_KEY not in entry and _has_saved_attributes(fn):
                 fn.__dict__.update(entry)
         self._lrs_set = None  # as ClosedFormLR.load_state_dict
 
 
 _OLD_FUNCTION_KEY = "__fused_optim_function__"
+
+
+def _has_saved_attributes(fn: Callable[[int], float]) -> bool:
+    """torch's rule: a callable object's attributes are its state; a function (or a slotted object) has none."""
+    return hasattr(fn, "__dict__") and not isinstance(fn, types.FunctionType)
 
 
 class ConstantLR(ClosedFormLR):
@@ -567,6 +563,12 @@ class WarmupStableDecayLR(ClosedFormLR):
 # saved as nothing, so a schedule rebuilt with other lengths and resumed from a checkpoint keeps its new lengths.
 
 
+def _cosine_to_floor(progress: float, num_cycles: float, floor: float) -> float:
+    """HF's cosine multiplier at ``progress`` in [0, 1], from 1 down to ``floor``."""
+    wave = 0.5 * (1.0 + math.cos(math.pi * num_cycles * 2.0 * progress))
+    return max(0.0, wave * (1.0 - floor) + floor)
+
+
 class _CosineWave:
     """HF's cosine multiplier after warm-up, held at its end value after ``decay_steps``."""
 
@@ -579,9 +581,7 @@ class _CosineWave:
 
     def __call__(self, step: int) -> float:
         length = max(1, self.decay_steps)  # no decay steps left after the warm-up: HF's length is 1 then
-        progress = min(step, length) / length
-        wave = 0.5 * (1.0 + math.cos(math.pi * self.num_cycles * 2.0 * progress))
-        return max(0.0, wave * (1.0 - self.min_lr_rate) + self.min_lr_rate)
+        return _cosine_to_floor(min(step, length) / length, self.num_cycles, self.min_lr_rate)
 
 
 class _WarmupThen:
@@ -627,9 +627,7 @@ class _CosineWarmupLrRate:
                 return (step + 1) / max(1, w)
             return self.warmup_lr_rate + (1.0 - self.warmup_lr_rate) * step / max(1, w - 1)
         length = max(1, self.training_steps - w)
-        progress = min(step - w + 1, length) / length
-        wave = 0.5 * (1.0 + math.cos(math.pi * self.num_cycles * 2.0 * progress))
-        return max(0.0, wave * (1.0 - self.min_lr_rate) + self.min_lr_rate)
+        return _cosine_to_floor(min(step - w + 1, length) / length, self.num_cycles, self.min_lr_rate)
 
 
 class _CosineHardRestarts:
