@@ -24,9 +24,16 @@ constexpr int kKernelArgBytes = kClassicArgBytes;
 template <int DEPTH>
 using LaunchMeta = TensorListMeta<DEPTH, kKernelArgBytes>;
 
+// A block's work: the functor over the block's range. The CPU emulation of the kernels (tests/cuda_emulation)
+// calls it directly, so a block's threads share one copy of the 32 KB of metadata, as on a GPU.
+template <int DEPTH, typename Functor>
+__device__ inline void apply_to_block(const LaunchMeta<DEPTH>& meta, const Functor& f) {
+  f(meta, block_range(meta, blockIdx.x));
+}
+
 template <int DEPTH, typename Functor>
 __global__ void __launch_bounds__(kThreads) multi_tensor_kernel(const LaunchMeta<DEPTH> meta, Functor f) {
-  f(meta, block_range(meta, blockIdx.x));
+  apply_to_block(meta, f);
 }
 
 // `address(i, d)` is the pointer of tensor i in list d (the functor knows what each list holds).
@@ -35,8 +42,12 @@ void multi_tensor_apply(int64_t n, Numel&& numel, Address&& address, const Funct
   static_assert(sizeof(LaunchMeta<DEPTH>) + sizeof(Functor) <= kKernelArgBytes, "kernel arguments too large");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   plan_launches<DEPTH, kKernelArgBytes>(n, numel, address, [&](const LaunchMeta<DEPTH>& meta, int blocks) {
+#ifdef FUSED_OPTIM_CUDA_EMULATION  // tests/cuda_emulation: the same kernel, its threads run on the CPU
+    emulation::launch(blocks, kThreads, [&] { apply_to_block(meta, functor); });
+#else
     multi_tensor_kernel<DEPTH><<<blocks, kThreads, 0, stream>>>(meta, functor);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+#endif
   });
 }
 

@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -5,13 +7,22 @@ import fused_optim
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
+#: FUSED_OPTIM_CUDA_EMULATION=1: the CUDA kernels, run on the CPU, serve every op called with CPU tensors
+#: (tests/cuda_emulation), so the CPU tests check them against torch.optim.
+CUDA_EMULATION = os.environ.get("FUSED_OPTIM_CUDA_EMULATION", "0") not in ("", "0")
+if CUDA_EMULATION:
+    from cuda_emulation import load as _load_cuda_emulation
+
+    _load_cuda_emulation()
+
 
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-@pytest.fixture(params=fused_optim._C.cpu_supported_isas())
+# Under the CUDA emulation the CPU kernels do not run, so one instruction set is enough.
+@pytest.fixture(params=[fused_optim._C.cpu_isa()] if CUDA_EMULATION else fused_optim._C.cpu_supported_isas())
 def cpu_isa(request: pytest.FixtureRequest):
     """Runs a test once per CPU instruction set this machine supports (DEFAULT, AVX2, AVX512)."""
     before = fused_optim._C.cpu_isa()
@@ -25,3 +36,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "cuda" in item.keywords and not torch.cuda.is_available():
             item.add_marker(skip)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if CUDA_EMULATION:
+        launches = torch.ops.fused_optim_emulation.launches()
+        terminalreporter.write_line(f"CUDA emulation: the tests made {launches} launches of the emulated CUDA kernels")

@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("script", ["run", "sanitize", "gpu"])
+@pytest.mark.parametrize("script", ["run", "sanitize", "cuda_emulation", "gpu"])
 def test_ci_script_parses(script):
     out = subprocess.run(["bash", "-n", str(ROOT / ".ci" / script)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
