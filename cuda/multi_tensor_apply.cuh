@@ -5,6 +5,8 @@
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <type_traits>
+
 #include "launch_plan.h"
 
 namespace fused_optim::cuda {
@@ -27,7 +29,7 @@ using LaunchMeta = TensorListMeta<DEPTH, kKernelArgBytes>;
 // A block's work: the functor over the block's range. The CPU emulation of the kernels (tests/cuda_emulation)
 // calls it directly, so a block's threads share one copy of the 32 KB of metadata, as on a GPU.
 template <int DEPTH, typename Functor>
-__device__ inline void apply_to_block(const LaunchMeta<DEPTH>& meta, const Functor& f) {
+__device__ __forceinline__ void apply_to_block(const LaunchMeta<DEPTH>& meta, const Functor& f) {
   f(meta, block_range(meta, blockIdx.x));
 }
 
@@ -40,6 +42,7 @@ __global__ void __launch_bounds__(kThreads) multi_tensor_kernel(const LaunchMeta
 template <int DEPTH, typename Numel, typename Address, typename Functor>
 void multi_tensor_apply(int64_t n, Numel&& numel, Address&& address, const Functor& functor) {
   static_assert(sizeof(LaunchMeta<DEPTH>) + sizeof(Functor) <= kKernelArgBytes, "kernel arguments too large");
+  static_assert(std::is_trivially_copyable_v<Functor>, "a kernel argument is copied bytewise to the device");
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   plan_launches<DEPTH, kKernelArgBytes>(n, numel, address, [&](const LaunchMeta<DEPTH>& meta, int blocks) {
 #ifdef FUSED_OPTIM_CUDA_EMULATION  // tests/cuda_emulation: the same kernel, its threads run on the CPU

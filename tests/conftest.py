@@ -41,4 +41,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_terminal_summary(terminalreporter) -> None:
     if CUDA_EMULATION:
         launches = torch.ops.fused_optim_emulation.launches()
-        terminalreporter.write_line(f"CUDA emulation: the tests made {launches} launches of the emulated CUDA kernels")
+        where = "in the kernels" if torch.ops.fused_optim_emulation.scalars_on_device() else "on the host"
+        terminalreporter.write_line(
+            f"CUDA emulation: {launches} launches of the emulated CUDA kernels, lr/grad_scale/found_inf read {where}"
+        )
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Tests that passed without ever reaching the emulated kernels checked the CPU kernels instead.
+    if CUDA_EMULATION and exitstatus == 0 and session.testscollected and not torch.ops.fused_optim_emulation.launches():
+        session.exitstatus = 1
+        print("\nCUDA emulation: the tests launched no emulated kernel")

@@ -70,15 +70,60 @@ def test_grad_norm_across_launches_and_blocks():
 
 def test_tensor_longer_than_a_launch():
     """A tensor of more chunks than a launch has blocks continues in the next launch as its first tensor (bf16
-    keeps it to 268 MB)."""
+    keeps it to 268 MB). The first tensor takes one block, so the long one has 2047 chunks in the first launch and
+    its last two in the second."""
     g = torch.empty(BLOCKS * CHUNK + 100, dtype=torch.bfloat16).uniform_(-1, 1)
-    g[-1] = 8.0  # in the second launch's only block
+    g[-1] = 8.0  # in the second launch's last block
     grads = [torch.ones(3, dtype=torch.bfloat16), g]
     count = launches_during(lambda: fused_optim._ops.grad_norm(grads, math.inf))
     assert count == 2
     assert fused_optim._ops.grad_norm(grads, math.inf).item() == 8.0
-    expected = torch.linalg.vector_norm(torch.cat(grads).double())
-    torch.testing.assert_close(fused_optim._ops.grad_norm(grads, 2.0).double(), expected, rtol=1e-6, atol=0)
+    expected = math.sqrt(3 + sum(c.double().square().sum().item() for c in g.split(CHUNK * 64)))
+    assert fused_optim._ops.grad_norm(grads, 2.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_scalars_are_read_where_the_mode_says():
+    """With found_inf set, a step read on the host launches nothing; read in the kernels (as GradScaler's tensors
+    are on a GPU), the kernels launch and skip the step themselves. Either way nothing changes."""
+    params = [torch.randn(100)]
+    lists = [params, [torch.randn(100)], [torch.zeros(100)], [torch.zeros(100)], [], [torch.tensor(0.0)]]
+    before = [t.clone() for lst in lists for t in lst]
+    kwargs = dict(
+        lr=torch.tensor(0.1),
+        beta1=0.9,
+        beta2=0.999,
+        weight_decay=0.0,
+        eps=1e-8,
+        amsgrad=False,
+        maximize=False,
+        decoupled_weight_decay=True,
+        grad_scale=torch.tensor(2.0),
+        found_inf=torch.tensor(1.0),
+    )
+    initial = EMULATION.scalars_on_device()
+    try:
+        for on_device, expected_launches in ((False, 0), (True, 1)):
+            EMULATION.set_scalars_on_device(on_device)
+            assert launches_during(lambda: fused_optim._ops.adam_(*lists, **kwargs)) == expected_launches
+            for a, b in zip([t for lst in lists for t in lst], before):
+                assert torch.equal(a, b)
+    finally:
+        EMULATION.set_scalars_on_device(initial)
+    assert initial == (os.environ.get("FUSED_OPTIM_EMULATE_DEVICE_SCALARS", "0") not in ("", "0"))
+
+
+@pytest.mark.parametrize("width", [32, 8])
+def test_shuffle_down_per_lane_offsets(width):
+    """__shfl_down_sync as CUDA defines it: each lane's own offset, within its segment of `width` lanes; a source
+    beyond the segment leaves the lane its own value."""
+    out = EMULATION.shuffle_down_results(width)
+    for lane in range(32):
+        source = lane + 1 + lane % 3
+        assert out[lane] == (source if source < (lane // width + 1) * width else lane) * 10
+
+
+def test_shared_memory_starts_poisoned_in_every_block():
+    assert EMULATION.shared_before_write(3) == [-1, -1, -1]
 
 
 @pytest.mark.parametrize("blocks, threads", [(1, 32), (3, 512), (2, 1024), (1, 96)])
@@ -96,7 +141,7 @@ def test_block_reduce(blocks, threads):
     [
         ("early_exit_before_barrier", "63 at __syncthreads, 0 at a shuffle, 1 exited"),
         ("early_exit_before_shuffle", "lane 8 of warp 1 exited"),
-        ("offsets_differ", "different masks, offsets or widths"),
+        ("masks_differ", "different masks or widths"),
         ("mask_leaves_out_source", "reads lane 16, which is not in the shuffle's mask"),
         ("kernel_launches_kernel", "a kernel launched a kernel"),
     ],

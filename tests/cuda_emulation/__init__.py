@@ -57,6 +57,8 @@ def load(verbose: bool = False) -> None:
         "-DCUDART_VERSION=13000",  # as a CUDA 13 build: 32 KB of kernel arguments
         # Its own copies of shared code (tensor_lists.cpp) must not resolve to _C's, nor _C's to these.
         "-fvisibility=hidden",
+        # The fibers' first switch returns to an address no call pushed, which a CET shadow stack would refuse.
+        "-fcf-protection=none",
     ]
     load_extension(
         name=name,

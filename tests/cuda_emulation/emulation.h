@@ -33,7 +33,10 @@
 #define __host__
 #define __forceinline__ inline
 #define __launch_bounds__(...)
-#define __shared__ static  // blocks run one at a time, so one copy serves them all
+// Blocks run one at a time, so one copy of a block's shared memory serves them all. It lives in its own section,
+// which the runtime fills with 0xff bytes (NaN, -1) before every block: a read before a write shows in the
+// results instead of finding a zero, or the last block's value, that happens to be right.
+#define __shared__ static __attribute__((section("fused_optim_emulated_shared")))
 
 namespace fused_optim::cuda::emulation {
 
@@ -46,7 +49,8 @@ const Dim3& block_index();
 const Dim3& block_dim();
 
 // Runs `thread` once per thread of `blocks` blocks of `threads` threads (a multiple of 32, at most 1024); returns
-// when all have finished. Errors of the kernel (a barrier not every thread reaches) are thrown here.
+// when all have finished. Errors of the kernel (a barrier not every thread reaches) are thrown here. Launches from
+// several host threads run one after another.
 void launch(int blocks, int threads, const std::function<void()>& thread);
 
 void sync_threads();

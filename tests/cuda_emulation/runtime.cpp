@@ -1,8 +1,9 @@
 // The scheduler of the CUDA emulation (emulation.h): each block's threads are fibers on the calling thread, run in
 // turn until each finishes or waits at a barrier or a warp shuffle; a barrier opens when every thread of the block
 // waits at it, a shuffle when every lane its mask names does. Anything else that stops all threads (a thread that
-// exited while others wait for it, lanes that disagree on a shuffle) is an error that names the block and the
-// threads.
+// exited while others wait for it, lanes that disagree on a shuffle's mask) is an error that names the block and
+// the threads. Each round runs the warps in a different order (a fixed pseudo-random one per block and round), so
+// a kernel that relies on one warp running before another without a barrier between them gets caught.
 //
 // Fibers switch with a few instructions of assembly (x86-64 System V) instead of swapcontext, which makes a system
 // call per switch and, under AddressSanitizer, clears the new stack's shadow: a block of 512 threads switches
@@ -10,10 +11,15 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <mutex>
+#include <numeric>
+#include <random>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -65,6 +71,11 @@ fused_optim_emulation_switch:
   .text
 )");
 
+// The bounds of the kernels' shared memory (emulation.h's __shared__), defined by the linker; weak, for a build
+// whose kernels declare none.
+extern "C" char __start_fused_optim_emulated_shared[] __attribute__((weak));
+extern "C" char __stop_fused_optim_emulated_shared[] __attribute__((weak));
+
 namespace fused_optim::cuda::emulation {
 namespace {
 
@@ -102,6 +113,7 @@ struct Launch {
 };
 
 thread_local Launch launch_state;
+std::atomic<int64_t> launch_count{0};
 
 size_t page_size() {
   static const size_t size = static_cast<size_t>(sysconf(_SC_PAGESIZE));
@@ -128,7 +140,10 @@ void reserve_stacks() {
   l.stacks = static_cast<char*>(region);
   l.last_sp.assign(kMaxThreads, nullptr);
   // A guard page below each stack: an overflow faults instead of writing into the next thread's stack.
-  for (int t = 0; t < kMaxThreads; ++t) mprotect(l.stacks + t * slot_bytes(), page_size(), PROT_NONE);
+  for (int t = 0; t < kMaxThreads; ++t) {
+    TORCH_CHECK(mprotect(l.stacks + t * slot_bytes(), page_size(), PROT_NONE) == 0,
+                "CUDA emulation: cannot protect a stack's guard page");
+  }
 }
 
 // From a fiber back to the scheduler; returns when the scheduler resumes this fiber (never if it exited).
@@ -236,9 +251,9 @@ bool release_shuffles(int threads) {
     for (int i = 0; i < kWarp; ++i) {
       if (!(mask >> i & 1u)) continue;
       const Thread& lane = lanes[i];
-      TORCH_CHECK(lane.mask == mask && lane.delta == lanes[first].delta && lane.width == lanes[first].width,
-                  "CUDA emulation: block ", l.block_index.x, " warp ", warp, ": lanes ", first, " and ", i,
-                  " meet at shuffles with different masks, offsets or widths");
+      // Each lane may ask for its own offset; the mask and the width are the shuffle's.
+      TORCH_CHECK(lane.mask == mask && lane.width == lanes[first].width, "CUDA emulation: block ", l.block_index.x,
+                  " warp ", warp, ": lanes ", first, " and ", i, " meet at shuffles with different masks or widths");
       const int segment = i / lane.width * lane.width;
       const int source = i + static_cast<int>(lane.delta);
       if (source >= segment + lane.width) {
@@ -259,16 +274,30 @@ bool release_shuffles(int threads) {
   return released;
 }
 
+void poison_shared_memory() {
+  if (__start_fused_optim_emulated_shared != nullptr) {
+    std::memset(__start_fused_optim_emulated_shared, 0xff,
+                __stop_fused_optim_emulated_shared - __start_fused_optim_emulated_shared);
+  }
+}
+
 void run_block(int threads) {
   Launch& l = launch_state;
+  poison_shared_memory();
+  std::vector<int> warps(threads / kWarp);
+  std::iota(warps.begin(), warps.end(), 0);
+  std::mt19937 order(static_cast<uint32_t>(launch_count * 7919 + l.block_index.x));
   for (int t = 0; t < threads; ++t) {
     l.threads[t] = Thread{};
     l.threads[t].sp = make_fiber(t);
     l.last_sp[t] = l.threads[t].sp;
   }
   while (true) {
-    for (int t = 0; t < threads; ++t) {
-      if (l.threads[t].wait == Wait::kNone) resume(t);
+    std::shuffle(warps.begin(), warps.end(), order);
+    for (int warp : warps) {
+      for (int t = warp * kWarp; t < (warp + 1) * kWarp; ++t) {
+        if (l.threads[t].wait == Wait::kNone) resume(t);
+      }
     }
     if (l.error) std::rethrow_exception(std::exchange(l.error, nullptr));
     int exited = 0;
@@ -289,12 +318,10 @@ void run_block(int threads) {
   }
 }
 
-bool scalars_on_device_flag = [] {
+std::atomic<bool> scalars_on_device_flag = [] {
   const char* value = std::getenv("FUSED_OPTIM_EMULATE_DEVICE_SCALARS");
   return value && std::string(value) != "" && std::string(value) != "0";
 }();
-
-int64_t launch_count = 0;
 
 }  // namespace
 
@@ -314,6 +341,9 @@ bool scalars_on_device() {
 void launch(int blocks, int threads, const std::function<void()>& thread) {
   Launch& l = launch_state;
   TORCH_CHECK(!l.active, "CUDA emulation: a kernel launched a kernel");
+  // One launch at a time in the process: the kernels' shared memory is the process's (as one GPU queues launches).
+  static std::mutex one_at_a_time;
+  const std::lock_guard<std::mutex> lock(one_at_a_time);
   TORCH_CHECK(blocks > 0, "CUDA emulation: a launch of ", blocks, " blocks");
   TORCH_CHECK(threads > 0 && threads <= kMaxThreads && threads % kWarp == 0, "CUDA emulation: a launch of ", threads,
               " threads per block (the kernels use whole warps, at most 1024 threads)");
@@ -361,7 +391,8 @@ uint64_t shuffle_down(unsigned mask, uint64_t bits, unsigned delta, int width) {
 
 // What the tests ask of the emulation.
 TORCH_LIBRARY(fused_optim_emulation, m) {
-  m.def("launches() -> int", [] { return fused_optim::cuda::emulation::launch_count; });
+  m.def("launches() -> int", [] { return fused_optim::cuda::emulation::launch_count.load(); });
+  m.def("scalars_on_device() -> bool", [] { return fused_optim::cuda::emulation::scalars_on_device(); });
   m.def("set_scalars_on_device(bool on) -> ()",
         [](bool on) { fused_optim::cuda::emulation::scalars_on_device_flag = on; });
 }
