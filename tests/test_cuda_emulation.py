@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import fused_optim
+from test_ops import adam_args
 
 ENABLED = os.environ.get("FUSED_OPTIM_CUDA_EMULATION", "0") not in ("", "0")
 pytestmark = pytest.mark.skipif(not ENABLED, reason="runs under the CUDA emulation only (bash .ci/cuda_emulation)")
@@ -85,21 +86,9 @@ def test_tensor_longer_than_a_launch():
 def test_scalars_are_read_where_the_mode_says():
     """With found_inf set, a step read on the host launches nothing; read in the kernels (as GradScaler's tensors
     are on a GPU), the kernels launch and skip the step themselves. Either way nothing changes."""
-    params = [torch.randn(100)]
-    lists = [params, [torch.randn(100)], [torch.zeros(100)], [torch.zeros(100)], [], [torch.tensor(0.0)]]
+    lists, kwargs = adam_args(n=1, numel=(100,))
+    kwargs.update(grad_scale=torch.tensor(2.0), found_inf=torch.tensor(1.0))
     before = [t.clone() for lst in lists for t in lst]
-    kwargs = dict(
-        lr=torch.tensor(0.1),
-        beta1=0.9,
-        beta2=0.999,
-        weight_decay=0.0,
-        eps=1e-8,
-        amsgrad=False,
-        maximize=False,
-        decoupled_weight_decay=True,
-        grad_scale=torch.tensor(2.0),
-        found_inf=torch.tensor(1.0),
-    )
     initial = EMULATION.scalars_on_device()
     try:
         for on_device, expected_launches in ((False, 0), (True, 1)):

@@ -18,6 +18,7 @@
 #include <c10/util/Half.h>
 #include <torch/library.h>
 
+#include <bit>
 #include <cstdint>
 #include <cstring>
 #include <functional>
@@ -95,22 +96,14 @@ T atomicMax(T* address, T value) {
 }
 
 inline float __uint_as_float(unsigned int bits) {
-  float out;
-  std::memcpy(&out, &bits, sizeof(out));
-  return out;
+  return std::bit_cast<float>(bits);
 }
 inline unsigned int __float_as_uint(float value) {
-  unsigned int out;
-  std::memcpy(&out, &value, sizeof(out));
-  return out;
+  return std::bit_cast<unsigned int>(value);
 }
 inline int __float_as_int(float value) {
-  int out;
-  std::memcpy(&out, &value, sizeof(out));
-  return out;
+  return std::bit_cast<int>(value);
 }
 inline long long __double_as_longlong(double value) {
-  long long out;
-  std::memcpy(&out, &value, sizeof(out));
-  return out;
+  return std::bit_cast<long long>(value);
 }
