@@ -70,15 +70,4 @@ def load(verbose: bool = False) -> None:
         is_python_module=False,
         verbose=verbose,
     )
-    launches = torch.ops.fused_optim_emulation.launches
-    assert launches() == 0, "the emulated kernels were loaded twice"
-
-
-def set_scalars_on_device(on: bool) -> None:
-    """Read lr, grad_scale and found_inf in the kernels (as on a GPU) instead of on the host."""
-    torch.ops.fused_optim_emulation.set_scalars_on_device(on)
-
-
-def launches() -> int:
-    """Kernel launches so far."""
-    return torch.ops.fused_optim_emulation.launches()
+    assert torch.ops.fused_optim_emulation.launches() == 0, "the emulated kernels were loaded twice"

@@ -204,7 +204,6 @@ void resume(int thread) {
   Launch& l = launch_state;
   l.current = thread;
   l.thread_index = {static_cast<unsigned>(thread), 0, 0};
-  l.threads[thread].wait = Wait::kNone;
 #ifdef FUSED_OPTIM_EMULATION_ASAN
   __sanitizer_start_switch_fiber(&l.scheduler_fake_stack, stack_of(thread), kStackBytes);
 #endif
